@@ -1,0 +1,156 @@
+"""Fields shared by every COST config. Each size and every design *choice* is a field here.
+
+`cost_r50.py` and `cost_tiny.py` start from `base_config()` and set sizes. Units: crop sizes in pixels,
+boxes normalised (cx, cy, w, h) inside the model and pixel (x, y, w, h) outside it.
+"""
+
+import math
+import os
+
+import ml_collections
+
+
+def base_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---------------------------------------------------------------- model (DESIGN §1)
+  m = config.model = ml_collections.ConfigDict()
+  m.image_mean = (0.485, 0.456, 0.406)  # ImageNet, of pixel/255; the model normalises uint8 RGB
+  m.image_std = (0.229, 0.224, 0.225)
+  m.template_size = 128  # template crop side, px
+  m.search_size = 256  # search crop side, px
+  m.hidden_dim = 256  # d of both transformers
+  m.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
+
+  m.backbone = ml_collections.ConfigDict()
+  m.backbone.stem_width = 64
+  m.backbone.widths = (64, 128, 256)  # bottleneck widths of layer1..layer3 (out = 4x)
+  m.backbone.blocks = (3, 4, 6)
+  m.backbone.layer3_dilations = 'transt'  # 'transt' = [2,1,1,1,1,1], 'torchvision' = [1,2,2,2,2,2], or a list
+  m.backbone.train_bn = False  # False: BatchNorm fully frozen; True: affine trained, statistics frozen
+
+  m.visual = ml_collections.ConfigDict()  # TransT feature fusion
+  m.visual.num_layers = 4
+  m.visual.num_heads = 8
+  m.visual.mlp_dim = 2048
+  m.visual.dropout = 0.1
+
+  m.token = ml_collections.ConfigDict()  # search map -> grid x grid visual tokens
+  m.token.mode = 'resample'  # 'resample' | 'valid_dilated' | 'stride2_320'
+  m.token.grid = 20
+  m.token.kernel = 5
+  m.token.dilation = 3  # for 'valid_dilated'
+
+  m.text = ml_collections.ConfigDict()  # BERT
+  m.text.vocab_size = 30522
+  m.text.hidden = 768
+  m.text.num_layers = 12
+  m.text.num_heads = 12
+  m.text.intermediate = 3072
+  m.text.max_position = 512
+  m.text.type_vocab = 2
+  m.text.layer_norm_eps = 1e-12
+  m.text.dropout = 0.1
+  m.text.max_len = 40  # [CLS] ... [SEP] padded to this
+  m.text.layers_averaged = 1  # output = mean of the last k hidden layers
+  m.text.pretrained_dir = ''  # Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)
+  m.text.vocab_path = ''  # vocab.txt; '' = <pretrained_dir>/vocab.txt
+
+  m.coa = ml_collections.ConfigDict()  # contrastive alignment (training only)
+  m.coa.dim = 256
+  m.coa.logit_scale_init = math.log(1 / 0.07)
+  m.coa.logit_scale_max = math.log(100.0)
+
+  m.vl = ml_collections.ConfigDict()  # visual-linguistic transformer
+  m.vl.num_layers = 6
+  m.vl.num_heads = 8
+  m.vl.mlp_dim = 2048
+  m.vl.dropout = 0.1
+
+  m.head = ml_collections.ConfigDict()
+  m.head.type = 'dense'  # 'dense' (400 logits + boxes) | 'obj' (one box from [OBJ])
+  m.head.cls_hidden = 256
+
+  # ---------------------------------------------------------------- crops (DESIGN §2)
+  c = config.crop = ml_collections.ConfigDict()
+  c.size_rule = 'transt'  # 'transt' | 'pytracking'
+  c.template_factor = 2.0
+  c.search_factor = 4.0
+  c.template_min_side_px = 32.0
+  c.search_min_side_px = 64.0
+
+  # ---------------------------------------------------------------- data (DESIGN §2)
+  d = config.data = ml_collections.ConfigDict()
+  # Dataset roots: one place. Overridable by flag (--config.data.roots.lasot=...) or by the
+  # environment variable COST_DATA_<NAME> (e.g. COST_DATA_LASOT); see input_pipeline.readers.
+  d.roots = ml_collections.ConfigDict({
+      name: os.environ.get('COST_DATA_' + name.upper(), '')
+      for name in ('lasot', 'lasot_ext', 'tnl2k', 'otb99_lang', 'vlsot230', 'vlsot270', 'got10k',
+                   'synthetic')
+  })
+  d.weights = {'synthetic': 1.0}  # dataset name -> sampling weight
+  d.splits = {'synthetic': 'train'}
+  d.source = 'raw'  # 'raw' folders or 'tfds' (array_record, for pods)
+  d.tfds_dir = ''
+  d.max_gap = 100  # frames between template and search
+  d.center_jitter = 3.0  # TransT units
+  d.scale_jitter = 0.25
+  d.template_center_jitter = 0.0
+  d.template_scale_jitter = 0.0
+  d.brightness = 0.2
+  d.grayscale_prob = 0.05
+  d.num_parallel_calls = -1  # tf.data.AUTOTUNE
+  d.prefetch = 2
+
+  # ---------------------------------------------------------------- training (DESIGN §3)
+  t = config.train = ml_collections.ConfigDict()
+  t.batch_size = 14  # global
+  t.num_steps = 1000
+  t.samples_per_epoch = 60_000
+  t.epochs = 1
+  t.lr = 1e-4
+  t.backbone_lr_mult = 0.1
+  t.text_lr_mult = 0.1
+  t.weight_decay = 1e-4
+  t.warmup_steps = 100
+  t.lr_milestones = ()
+  t.lr_decay = 0.1
+  t.grad_clip = 0.1
+  t.freeze_text = False
+  t.neg_weight = 0.0625
+  t.w_cls = 8.334
+  t.w_l1 = 5.0
+  t.w_giou = 2.0
+  t.w_coa = 1.0
+  t.init_weights = ''
+  t.log_every = 10
+  t.checkpoint_every = 200
+  t.keep_checkpoints = 3
+  t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
+
+  # ---------------------------------------------------------------- mesh (DESIGN §3)
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1)  # ('data', 'fsdp'); -1 = all remaining devices
+  config.mesh.axes = ('data', 'fsdp')
+  config.mesh.fsdp_min_size = 2 ** 18  # parameters smaller than this stay replicated
+
+  # ---------------------------------------------------------------- tracking (DESIGN §4)
+  k = config.track = ml_collections.ConfigDict()
+  k.hann_weight = 0.49
+  k.min_size_px = 1.0
+  k.size_update_rate = 1.0
+  k.batch_slots = 8
+  return config
+
+
+def shrink_for_runlocal(config):
+  """A few CPU steps on the synthetic set: what a test runs to keep docstring commands alive."""
+  config.train.batch_size = 2
+  config.train.num_steps = 2
+  config.train.warmup_steps = 1
+  config.train.log_every = 1
+  config.train.checkpoint_every = 2
+  config.data.weights = {'synthetic': 1.0}
+  config.data.splits = {'synthetic': 'train'}
+  return config

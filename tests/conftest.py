@@ -1,0 +1,24 @@
+"""Shared test set-up: the `heavy` marker, and no GPU/TPU probing on CPU machines."""
+
+import os
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+
+import pytest
+
+
+def pytest_addoption(parser):
+  parser.addoption('--heavy', action='store_true', default=False,
+                   help='also run tests marked heavy (minutes each on a 2-core CPU)')
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption('--heavy'):
+    return
+  skip = pytest.mark.skip(reason='heavy: run with --heavy (make test-all)')
+  for item in items:
+    if 'heavy' in item.keywords:
+      item.add_marker(skip)
