@@ -141,6 +141,7 @@ def base_config():
   k.min_size_px = 1.0
   k.size_update_rate = 1.0
   k.batch_slots = 8
+  k.pad_multiple = 64  # batched evaluation pads frames to a common shape, rounded up to this (px)
   return config
 
 
