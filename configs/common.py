@@ -134,6 +134,11 @@ def base_config():
   config.mesh.shape = (-1, 1)  # ('data', 'fsdp'); -1 = all remaining devices
   config.mesh.axes = ('data', 'fsdp')
   config.mesh.fsdp_min_size = 2 ** 18  # parameters smaller than this stay replicated
+  # Parameter sharding by name (first matching regex on 'params/backbone/conv1/kernel'-style names
+  # wins): 'fsdp' shards the largest dimension divisible by the fsdp axis, 'replicate' copies it.
+  config.mesh.param_rules = (('^params/', 'fsdp'), ('.*', 'replicate'))
+  # Logical axis names -> mesh axes for activation hints (flax lm1b recipe; nn.logical_axis_rules).
+  config.mesh.logical_axis_rules = (('batch', ('data', 'fsdp')),)
 
   # ---------------------------------------------------------------- tracking (DESIGN §4)
   k = config.track = ml_collections.ConfigDict()
