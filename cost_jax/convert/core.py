@@ -120,26 +120,30 @@ def unflatten(flat):
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
-def _shape_problems(flat, reference, require_all):
+def _shape_problems(flat, reference, require_all, names=None):
   ref = flatten(reference)
+  names = names or {}
+  said = lambda k: f'{k} (checkpoint key {names[k]})' if k in names else k
   problems = []
   if require_all:
-    problems += [f'missing tensor {k} {tuple(np.shape(v))}' for k, v in ref.items() if k not in flat]
+    problems += [f'missing tensor {said(k)} {tuple(np.shape(v))}' for k, v in ref.items()
+                 if k not in flat]
   for k, v in flat.items():
     if k not in ref:
-      problems.append(f'tensor {k} {tuple(np.shape(v))} has no place in the model')
+      problems.append(f'tensor {said(k)} {tuple(np.shape(v))} has no place in the model')
     elif tuple(np.shape(v)) != tuple(np.shape(ref[k])):
-      problems.append(f'shape mismatch {k}: checkpoint {tuple(np.shape(v))}, '
+      problems.append(f'shape mismatch {said(k)}: checkpoint {tuple(np.shape(v))}, '
                       f'model {tuple(np.shape(ref[k]))}')
   return problems
 
 
-def check_shapes(flat, variables, source=''):
+def check_shapes(flat, variables, source='', names=None):
   """Raises ConversionError naming every missing key, unknown key and shape mismatch.
 
   `variables` (arrays or jax.ShapeDtypeStruct leaves) is the tree `flat` must fill completely.
+  `names` ({flat key: checkpoint key}, optional) adds the checkpoint's name to each message.
   """
-  problems = _shape_problems(flat, variables, require_all=True)
+  problems = _shape_problems(flat, variables, require_all=True, names=names)
   if problems:
     raise ConversionError(f'{source}: ' + '; '.join(problems))
 
