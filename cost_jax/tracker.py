@@ -1,0 +1,284 @@
+"""COST tracker (DESIGN §4): pytracking-style `initialize` / `track`, and batched evaluation.
+
+`initialize(frame, box, sentence)` crops the template around the first box and runs the template
+branch and the text encoder once; the caches stay on the device. `track(frame)` is one jitted step:
+search crop around the last box (crop_jax, the crop module shared with the training stream), backbone,
+visual transformer, token conv, VL transformer and heads (`COST.track_step`), then the post-processing:
+
+  score = (1 - w) * sigmoid(logit) + w * hann,  hann = outer(hanning(grid), hanning(grid)) row-major
+  box   = crop_to_box(boxes[argmax score])      (the best token's box, back to frame pixels)
+  size update rate r (1 = take the new size), centre clipped to the image, w and h in
+  [min_size_px, image width/height].
+
+Everything on the device is a pure function of one slot (`init_slot`, `step_slot`); batched evaluation
+vmaps them over N slots. Frames of different sizes share a batch by zero-padding to a common size
+(rounded up to `track.pad_multiple`, so few shapes compile); each slot carries its true image size and
+the crop reads only the valid part of its frame, so padding never changes a result.
+"""
+
+import collections
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from input_pipeline import crops
+
+
+# ---------------------------------------------------------------- post-processing (pure)
+
+def hann_window(grid):
+  """[grid*grid] float32 outer(hanning(grid), hanning(grid)), row-major like the visual tokens."""
+  h = np.hanning(grid)
+  return np.outer(h, h).reshape(-1).astype(np.float32)
+
+
+def token_scores(logits, hann, hann_weight):
+  """[T] logits, [T] window -> [T] score = (1 - w) * sigmoid(logit) + w * hann."""
+  return (1.0 - hann_weight) * jax.nn.sigmoid(logits) + hann_weight * hann
+
+
+def select_box(outputs, hann, hann_weight):
+  """One slot's head outputs -> (box [4] normalised cx,cy,w,h in the search crop, score scalar).
+
+  Dense head: the token with the best windowed score. Head 'obj' (boxes [1, 4], no logits): its box.
+  """
+  boxes = outputs['boxes']
+  if 'logits' not in outputs:
+    return boxes[0], jnp.ones((), boxes.dtype)
+  scores = token_scores(outputs['logits'], hann, hann_weight)
+  best = jnp.argmax(scores)
+  return boxes[best], scores[best]
+
+
+def update_box(previous, predicted, image_wh, size_update_rate, min_size_px):
+  """Previous and predicted (x, y, w, h) px -> the new box.
+
+  Centre from the prediction, clipped to [0, W] x [0, H]; size = r * predicted + (1 - r) * previous,
+  clipped to [min_size_px, W] x [min_size_px, H]. image_wh: [2] (W, H) px.
+  """
+  previous = jnp.asarray(previous, jnp.float32)
+  predicted = jnp.asarray(predicted, jnp.float32)
+  image_wh = jnp.asarray(image_wh, jnp.float32)
+  centre = predicted[:2] + predicted[2:] / 2
+  size = size_update_rate * predicted[2:] + (1.0 - size_update_rate) * previous[2:]
+  centre = jnp.clip(centre, 0.0, image_wh)
+  size = jnp.clip(size, min_size_px, jnp.maximum(image_wh, min_size_px))
+  return jnp.concatenate([centre - size / 2, size])
+
+
+# ---------------------------------------------------------------- one slot, on the device
+
+def crop_valid(frame, image_wh, window, out_size):
+  """crops.crop_jax of the valid part [:H', :W'] of a zero-padded frame -> uint8 [S, S, 3].
+
+  frame uint8 [H, W, 3], image_wh [2] = (W', H') px. Outside the valid part the frame reads as its
+  per-channel mean (crop_jax's padding rule). The mean is an exact integer sum divided by W'H' (frames up
+  to 16.8 Mpx), so it does not depend on how much padding there is.
+  """
+  rows = jnp.arange(frame.shape[0])[:, None] < image_wh[1]
+  cols = jnp.arange(frame.shape[1])[None, :] < image_wh[0]
+  valid = (rows & cols)[..., None]
+  total = jnp.sum(jnp.where(valid, frame, 0).astype(jnp.uint32), axis=(0, 1))
+  fill = total.astype(jnp.float32) / (image_wh[0] * image_wh[1])
+  image = jnp.where(valid, frame.astype(jnp.float32), fill)
+  return crops.quantize(crops.crop_jax_float(image, window, out_size, fill))
+
+
+class SlotFunctions:
+  """The tracker's device functions for ONE slot (unbatched); vmap them for N slots.
+
+  A slot's state: {'template': template cache, 'text': text cache (the model's pytrees, batch 1),
+  'box': [4] float32 (x, y, w, h) px, the last box}.
+  """
+
+  def __init__(self, config, model):
+    self.config = config
+    self.model = model
+    self.hann = hann_window(config.model.token.grid)
+
+  def crop(self, frame, image_wh, box, factor, min_side, out_size):
+    """Window around box [4] px -> (crop uint8 [S, S, 3], window [3] (cx, cy, side) px)."""
+    window = crops.crop_window(box, factor, min_side, self.config.crop.size_rule)
+    return crop_valid(frame, image_wh, window, out_size), window
+
+  def init_slot(self, variables, frame, image_wh, box, text_ids, text_mask):
+    """frame uint8 [H, W, 3], image_wh [2], box [4] (x, y, w, h) px, text [L] -> slot state."""
+    c, m = self.config.crop, self.config.model
+    box = jnp.asarray(box, jnp.float32)
+    template, _ = self.crop(frame, image_wh, box, c.template_factor, c.template_min_side_px,
+                            m.template_size)
+    template_cache = self.model.apply(variables, template[None],
+                                      method=type(self.model).encode_template)
+    text_cache = self.model.apply(variables, text_ids[None], text_mask[None],
+                                  method=type(self.model).encode_text)
+    return {'template': template_cache, 'text': text_cache, 'box': box}
+
+  def step_slot(self, variables, state, frame, image_wh):
+    """One tracked frame: (state, frame uint8 [H, W, 3], image_wh [2]) -> (state, box [4], score)."""
+    c, m, k = self.config.crop, self.config.model, self.config.track
+    search, window = self.crop(frame, image_wh, state['box'], c.search_factor,
+                               c.search_min_side_px, m.search_size)
+    outputs = self.model.apply(variables, state['template'], state['text'], search[None],
+                               method=type(self.model).track_step)
+    outputs = jax.tree.map(lambda a: a[0], outputs)
+    box_norm, score = select_box(outputs, self.hann, k.hann_weight)
+    predicted = crops.crop_to_box(box_norm, window, m.search_size).astype(jnp.float32)
+    box = update_box(state['box'], predicted, image_wh, k.size_update_rate, k.min_size_px)
+    return dict(state, box=box), box, score
+
+
+# ---------------------------------------------------------------- frames on the host
+
+def load_frame(path):
+  """Image file -> uint8 [H, W, 3] RGB."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
+
+
+def padded_shape(shapes, multiple):
+  """[(H, W), ...] -> (H, W) covering all of them, each rounded up to `multiple` px."""
+  h = max(s[0] for s in shapes)
+  w = max(s[1] for s in shapes)
+  return (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+
+
+def pad_frame(frame, shape):
+  """uint8 [h, w, 3] -> uint8 [H, W, 3], zero-padded at the bottom and right."""
+  out = np.zeros(tuple(shape) + (3,), np.uint8)
+  out[:frame.shape[0], :frame.shape[1]] = frame
+  return out
+
+
+def image_wh(frame):
+  """uint8 [H, W, 3] -> float32 [2] (W, H)."""
+  return np.array([frame.shape[1], frame.shape[0]], np.float32)
+
+
+# ---------------------------------------------------------------- one sequence
+
+class Tracker:
+  """pytracking-style tracker for one sequence at a time.
+
+    tracker = Tracker(config, variables, tokenizer)
+    tracker.initialize(frame, [x, y, w, h], 'kite flying in the sky')
+    tracker.track(frame)  # -> {'target_bbox': [x, y, w, h], 'score': float}
+  """
+
+  def __init__(self, config, variables, tokenizer, model=None, use_language=True):
+    from cost_jax.models import cost  # the network is only needed where the tracker runs
+    self.fns = SlotFunctions(config, model or cost.COST(config.model))
+    self.variables = variables
+    self.tokenizer = tokenizer
+    self.use_language = use_language
+    self._init = jax.jit(self.fns.init_slot)
+    self._step = jax.jit(self.fns.step_slot)
+    self.state = None
+
+  def initialize(self, frame, box, sentence=''):
+    """frame uint8 [H, W, 3], box (x, y, w, h) px, sentence str -> {'target_bbox': box}."""
+    ids, mask = self.tokenizer.encode(sentence if self.use_language else '')
+    self.state = self._init(self.variables, frame, image_wh(frame),
+                            np.asarray(box, np.float32), ids, mask)
+    return {'target_bbox': [float(v) for v in box]}
+
+  def track(self, frame):
+    """frame uint8 [H, W, 3] -> {'target_bbox': [x, y, w, h] px, 'score': best windowed score}."""
+    self.state, box, score = self._step(self.variables, self.state, frame, image_wh(frame))
+    return {'target_bbox': [float(v) for v in np.asarray(box)], 'score': float(score)}
+
+
+# ---------------------------------------------------------------- many sequences, batched
+
+SequenceResult = collections.namedtuple('SequenceResult', ['sequence', 'boxes', 'times'])
+
+
+def _set_slot(stacked, one, index):
+  """Write one slot's state (unbatched pytree) into slot `index` of the stacked [N, ...] state."""
+  return jax.tree.map(lambda s, o: s.at[index].set(o), stacked, one)
+
+
+class BatchedEvaluator:
+  """N slots advance in lock-step under one jitted, vmapped step; a finished slot gets the next sequence.
+
+  Frames of one step are zero-padded to a common shape rounded up to `config.track.pad_multiple`
+  (each slot keeps its true size, so results do not depend on the padding). An idle slot (no sequence
+  left) steps on a blank frame and its output is dropped. Per-frame time = the step's wall time divided
+  by the number of busy slots (amortised); frame 0's time is the slot's initialisation.
+  """
+
+  def __init__(self, config, variables, tokenizer, num_slots=None, model=None, use_language=True,
+               load=load_frame):
+    from cost_jax.models import cost
+    self.fns = SlotFunctions(config, model or cost.COST(config.model))
+    self.config = config
+    self.variables = variables
+    self.tokenizer = tokenizer
+    self.num_slots = num_slots or config.track.batch_slots
+    self.use_language = use_language
+    self.load = load
+    self._init = jax.jit(self.fns.init_slot)
+    self._step = jax.jit(jax.vmap(self.fns.step_slot, in_axes=(None, 0, 0, 0)))
+    self._set = jax.jit(_set_slot, donate_argnums=0)
+
+  def _start(self, state, index, sequence):
+    """Initialise `sequence` into slot `index` -> (state, seconds)."""
+    tic = time.perf_counter()
+    frame = self.load(sequence.frames[0])
+    shape = padded_shape([frame.shape], self.config.track.pad_multiple)
+    ids, mask = self.tokenizer.encode(sequence.sentence if self.use_language else '')
+    one = self._init(self.variables, pad_frame(frame, shape), image_wh(frame),
+                     np.asarray(sequence.boxes[0], np.float32), ids, mask)
+    if state is None:
+      state = jax.tree.map(lambda a: jnp.broadcast_to(a, (self.num_slots,) + a.shape), one)
+    else:
+      state = self._set(state, one, index)
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - tic
+
+  def run(self, sequences):
+    """Yields a SequenceResult(sequence, boxes [N, 4] float64 px, times [N] s) as each one ends.
+
+    Frame 0's box is the ground truth (the initialisation), as in pytracking's results.
+    """
+    queue = collections.deque(sequences)
+    slots = [None] * self.num_slots  # per slot: {'sequence', 'next', 'boxes', 'times'} or None
+    state = None
+    while True:
+      for i in range(self.num_slots):
+        while slots[i] is None and queue:
+          sequence = queue.popleft()
+          state, seconds = self._start(state, i, sequence)
+          slots[i] = {'sequence': sequence, 'next': 1,
+                      'boxes': [np.asarray(sequence.boxes[0], np.float64)], 'times': [seconds]}
+          if len(sequence) == 1:
+            yield self._result(slots[i])
+            slots[i] = None
+      busy = [i for i in range(self.num_slots) if slots[i] is not None]
+      if not busy:
+        return
+      tic = time.perf_counter()
+      frames = {i: self.load(slots[i]['sequence'].frames[slots[i]['next']]) for i in busy}
+      shape = padded_shape([f.shape for f in frames.values()], self.config.track.pad_multiple)
+      blank = np.zeros(shape + (3,), np.uint8)
+      batch = np.stack([pad_frame(frames[i], shape) if i in frames else blank
+                        for i in range(self.num_slots)])
+      sizes = np.stack([image_wh(frames[i]) if i in frames else image_wh(blank)
+                        for i in range(self.num_slots)])
+      state, boxes, _ = self._step(self.variables, state, batch, sizes)
+      boxes = np.asarray(boxes, np.float64)
+      seconds = (time.perf_counter() - tic) / len(busy)
+      for i in busy:
+        slot = slots[i]
+        slot['boxes'].append(boxes[i])
+        slot['times'].append(seconds)
+        slot['next'] += 1
+        if slot['next'] == len(slot['sequence']):
+          yield self._result(slot)
+          slots[i] = None
+
+  @staticmethod
+  def _result(slot):
+    return SequenceResult(slot['sequence'], np.stack(slot['boxes']), np.asarray(slot['times']))
