@@ -128,6 +128,7 @@ def base_config():
   t.checkpoint_every = 200
   t.keep_checkpoints = 3
   t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
+  t.optimizer = 'adamw'  # 'adamw' | 'sgd' (plain SGD: sharding-parity tests)
 
   # ---------------------------------------------------------------- mesh (DESIGN §3)
   config.mesh = ml_collections.ConfigDict()
@@ -136,7 +137,8 @@ def base_config():
   config.mesh.fsdp_min_size = 2 ** 18  # parameters smaller than this stay replicated
   # Parameter sharding by name (first matching regex on 'params/backbone/conv1/kernel'-style names
   # wins): 'fsdp' shards the largest dimension divisible by the fsdp axis, 'replicate' copies it.
-  config.mesh.param_rules = (('^params/', 'fsdp'), ('.*', 'replicate'))
+  # E.g. (('text_encoder', 'replicate'), ('.*', 'fsdp')).
+  config.mesh.param_rules = (('.*', 'fsdp'),)
   # Logical axis names -> mesh axes for activation hints (flax lm1b recipe; nn.logical_axis_rules).
   config.mesh.logical_axis_rules = (('batch', ('data', 'fsdp')),)
 
