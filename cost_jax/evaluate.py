@@ -1,0 +1,44 @@
+r"""Benchmark metrics for trackers' result folders.
+
+  python -m cost_jax.evaluate --dataset=lasot --data_dir=/data/LaSOT --results_dir=results \
+      [--trackers=cost_r50,transt] [--protocol=pytracking|ostrack|vlsot] [--compat] \
+      [--attributes_file=lasot_attributes.txt]
+
+Reads <results_dir>/<tracker>/<dataset>/<sequence>.txt (x,y,w,h per line) for every tracker folder
+(or --trackers), prints a table, writes <results_dir>/metrics.json, attribute tables and plots.
+Protocol default: 'vlsot' for VL-SOT230/270, else 'pytracking'. A result with NaN, negative w/h, a
+bad line or the wrong number of lines, or a missing file fails that sequence, reported by name;
+--compat instead pads/truncates lengths as the original toolkits do.
+"""
+
+from absl import app
+from absl import flags
+
+from cost_jax.evaluation import metrics
+from cost_jax.evaluation import report
+
+_DATASET = flags.DEFINE_string('dataset', None, 'reader name: lasot, lasot_ext, tnl2k, otb99_lang, '
+                               'vlsot230, vlsot270, got10k, synthetic', required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'benchmark root', required=True)
+_RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'folder of <tracker>/<dataset>/ results',
+                                   required=True)
+_TRACKERS = flags.DEFINE_list('trackers', None, 'tracker folders (default: all under results_dir)')
+_PROTOCOL = flags.DEFINE_enum('protocol', None, list(metrics.PROTOCOLS),
+                              'metric protocol (default: vlsot for vlsot230/270, else pytracking)')
+_COMPAT = flags.DEFINE_bool('compat', False, "reproduce the originals' length padding/truncation")
+_SPLIT = flags.DEFINE_string('split', None, "dataset split (the reader's default when unset)")
+_ATTRIBUTES_FILE = flags.DEFINE_string('attributes_file', None, 'per-sequence attributes (LaSOT)')
+_PLOTS = flags.DEFINE_bool('plots', True, 'write success/precision PNG plots')
+
+
+def main(argv):
+  del argv
+  from input_pipeline.readers import load_dataset  # the readers know file layouts; metrics do not
+  sequences = load_dataset(_DATASET.value, _DATA_DIR.value, split=_SPLIT.value,
+                           attributes_file=_ATTRIBUTES_FILE.value)
+  report.run(sequences, _RESULTS_DIR.value, _DATASET.value, trackers=_TRACKERS.value,
+             protocol=_PROTOCOL.value, compat=_COMPAT.value, plots=_PLOTS.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

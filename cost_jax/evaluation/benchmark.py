@@ -1,0 +1,105 @@
+"""Scoring trackers' result folders against a benchmark's Sequence records.
+
+`evaluate(sequences, results_dir, trackers, dataset, protocol, compat=False)` -> {tracker: {dataset: {
+'auc', 'precision', 'norm_precision', 'np_auc', 'ciou_auc', 'macc', 'frames', 'sequences', 'failed',
+'protocol', 'result_format'}}}: fractions in [0, 1], None where the protocol does not define a metric,
+'failed' = {sequence name: reason} (those sequences are reported, never scored).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from cost_jax.evaluation import metrics as M
+from cost_jax.evaluation.results_io import (SequenceFailure, is_integer_format, read_rows, result_path,
+                                            rows_to_boxes)
+
+
+@dataclasses.dataclass
+class SequenceScore:
+  """One sequence of one tracker: its curves (metrics.toolkit_curves / vlsot_curves), mACC (vlsot only),
+  frames scored, and whether the file held whole numbers only."""
+  curves: dict
+  accuracy: float | None
+  frames: int
+  integer: bool
+
+
+@dataclasses.dataclass
+class TrackerResult:
+  """All sequences of one tracker on one dataset: scored ones by name, failed ones by name -> reason."""
+  scores: dict
+  failed: dict
+
+
+def default_protocol(dataset):
+  """VL-SOT230/270 use the VL-SOT500 toolkit (DESIGN §4); everything else pytracking's analysis."""
+  return 'vlsot' if dataset.startswith('vlsot') else 'pytracking'
+
+
+def score_sequence(path, seq, protocol, compat=False):
+  """Score one result file against Sequence `seq`; raises SequenceFailure with the reason."""
+  rows = read_rows(path)
+  boxes = rows_to_boxes(rows, compat)
+  if protocol == 'vlsot':
+    curves = M.vlsot_curves(boxes, seq.boxes, compat)
+    accuracy = M.vlsot_accuracy(rows, seq.boxes)
+    frames = min(len(boxes), len(seq.boxes))
+  elif protocol in ('pytracking', 'ostrack'):
+    key = M.original_key(seq.dataset)
+    visible = seq.visible if key in M.USES_VISIBILITY else None
+    overlap, center, norm_center, _ = M.toolkit_frame_errors(
+        boxes, seq.boxes, visible, key, protocol, compat)
+    curves = M.toolkit_curves(overlap, center, norm_center)
+    accuracy = None
+    frames = len(seq.boxes)
+  else:
+    raise ValueError(f'unknown protocol {protocol!r}; expected one of {M.PROTOCOLS}')
+  return SequenceScore(curves, accuracy, frames, is_integer_format(rows))
+
+
+def score_tracker(sequences, results_dir, tracker, dataset, protocol, compat=False):
+  """TrackerResult for `<results_dir>/<tracker>/<dataset>/<sequence>.txt` over `sequences`."""
+  scores, failed = {}, {}
+  for seq in sequences:
+    try:
+      scores[seq.name] = score_sequence(
+          result_path(results_dir, tracker, dataset, seq.name), seq, protocol, compat)
+    except SequenceFailure as e:
+      failed[seq.name] = str(e)
+  return TrackerResult(scores, failed)
+
+
+def result_format(scores):
+  """'int' when every scored file holds whole numbers (published raw results), 'float', 'mixed' or None."""
+  kinds = {'int' if s.integer else 'float' for s in scores.values()}
+  return kinds.pop() if len(kinds) == 1 else ('mixed' if kinds else None)
+
+
+def tracker_metrics(result, protocol, names=None):
+  """The metrics.json entry of one TrackerResult (restricted to sequence `names` when given)."""
+  wanted = set(result.scores) | set(result.failed) if names is None else set(names)
+  scores = {n: s for n, s in result.scores.items() if n in wanted}
+  out = M.summarize([s.curves for s in scores.values()], protocol)
+  # VL-SOT500_Accuracy_Evaluation.py: 'Mean ACC' = mean over sequences of the per-sequence ACC
+  out['macc'] = (float(np.mean([s.accuracy for s in scores.values()]))
+                 if protocol == 'vlsot' and scores else None)
+  out['frames'] = int(sum(s.frames for s in scores.values()))
+  out['sequences'] = len(scores)
+  out['failed'] = {n: r for n, r in result.failed.items() if n in wanted}
+  out['protocol'] = protocol
+  out['result_format'] = result_format(scores)
+  return out
+
+
+def score_trackers(sequences, results_dir, trackers, dataset, protocol, compat=False):
+  """{tracker: TrackerResult}."""
+  if protocol not in M.PROTOCOLS:
+    raise ValueError(f'unknown protocol {protocol!r}; expected one of {M.PROTOCOLS}')
+  return {t: score_tracker(sequences, results_dir, t, dataset, protocol, compat) for t in trackers}
+
+
+def evaluate(sequences, results_dir, trackers, dataset, protocol, compat=False):
+  """{tracker: {dataset: metrics}} (see the module docstring)."""
+  results = score_trackers(sequences, results_dir, trackers, dataset, protocol, compat)
+  return {t: {dataset: tracker_metrics(r, protocol)} for t, r in results.items()}
