@@ -1,0 +1,638 @@
+"""Synthetic small-object vision-language tracking videos, in the LaSOT and VL-SOT layouts (DESIGN §6).
+
+  python -m input_pipeline.synthetic --out=data/synth --format=vlsot --videos=40 --seed=0
+
+Each video: a textured background seen by a panning camera, one small target (6-22 px) drawn as a
+saturated colour + shape, moving mostly in one direction (reflected at the borders), with motion blur
+along its velocity. Its sentence names colour, shape and initial motion ("red circle moving left").
+Clutter: muted background blobs and up to `clutter_objects` other shapes of *other* colours.
+
+Stated speed distribution (relative speed = centre displacement per frame / sqrt(w*h) of the target,
+VL-SOT500's "relative speed"): a video is 'fast' with probability `fast_fraction` (default 0.15), its
+speed then drawn from U(2.2, 3.5) target sizes per frame -- beyond the +-2 sizes a factor-4 search window
+follows; otherwise U(0.1, 1.2). The realised per-frame speeds are reported on stdout and in
+<out>/generator_report.json.
+
+Hard cases, each marked in the annotation files:
+  * full occlusion: a static (world-fixed) opaque occluder on the target's path; frames where it covers
+    the whole box are occluded (LaSOT full_occlusion.txt; VL-SOT absent.txt, box 0,0,0,0);
+  * out of view: the target leaves through a border and comes back; frames with < 25% of its box inside
+    the image are out of view (LaSOT out_of_view.txt; VL-SOT absent.txt, box 0,0,0,0). A partly visible
+    target is annotated with the part of its box inside the image;
+  * twins (`twin_fraction`, default 0.3): an identical-looking distractor next to the target in frame 1
+    (inside the search window, 1.6-3 target sizes away). Kind 'position': the twin keeps its side ("red
+    circle to the left of an identical circle, moving up"); kind 'motion': the twin moves the opposite
+    way ("red circle moving left, not the identical one moving right").
+
+Layouts (parsed by input_pipeline.readers):
+  lasot: <out>/<shape>/<shape>-<n>/img/00000001.jpg, groundtruth.txt, full_occlusion.txt,
+         out_of_view.txt, nlp.txt; invisible frames have the box 0,0,0,0.
+  vlsot: <out>/<name>/imgs/000001.jpg, groundtruth_rect.txt (0,0,0,0 = absent), language.txt,
+         absent.txt (one 0/1 a line), attributes.txt (one comma row of 17 0/1 values, in the order of
+         ATTRIBUTE_NAMES, also written to <out>/attribute_names.txt), relative_speed.txt (the video's
+         mean relative speed).
+Both: <out>/train.txt and <out>/test.txt (held-out names, `test_fraction` spread evenly),
+<out>/generator_report.json. Video i depends only on (seed, i), never on the number of videos.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+# Saturated colours, far from the muted background and from each other.
+COLOURS = {
+    'red': (225, 30, 30),
+    'green': (30, 200, 45),
+    'blue': (35, 75, 240),
+    'yellow': (245, 225, 20),
+    'magenta': (225, 35, 225),
+    'cyan': (25, 215, 230),
+    'orange': (255, 140, 0),
+}
+SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
+DIRECTIONS = {'left': (-1.0, 0.0), 'right': (1.0, 0.0), 'up': (0.0, -1.0), 'down': (0.0, 1.0)}
+OPPOSITE = {'left': 'right', 'right': 'left', 'up': 'down', 'down': 'up'}
+RELATIONS = {'left': 'to the left of', 'right': 'to the right of', 'up': 'above', 'down': 'below'}
+
+# The 17 values of the synthetic VL-SOT attributes.txt, in file order (0/1 each).
+ATTRIBUTE_NAMES = (
+    'full_occlusion', 'partial_occlusion', 'out_of_view', 'fast_motion', 'motion_blur',
+    'camera_motion', 'background_clutter', 'similar_object', 'scale_variation',
+    'aspect_ratio_change', 'low_resolution', 'illumination_variation', 'deformation', 'rotation',
+    'viewpoint_change', 'tiny_object', 'language_ambiguity')
+
+FAST_SPEED = (2.2, 3.5)  # target sizes per frame
+NORMAL_SPEED = (0.1, 1.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Generator settings; defaults keep the task learnable by the CPU demo."""
+  width: int = 320
+  height: int = 240
+  min_frames: int = 30
+  max_frames: int = 100
+  min_size: float = 6.0  # px, target side
+  max_size: float = 22.0
+  fast_fraction: float = 0.15
+  twin_fraction: float = 0.3
+  occlusion_fraction: float = 0.2
+  out_of_view_fraction: float = 0.15
+  clutter_objects: int = 2  # at most, other-coloured shapes
+  camera_speed: float = 1.5  # px per frame, at most
+  test_fraction: float = 0.2
+  jpeg_quality: int = 95
+
+
+@dataclasses.dataclass
+class Video:
+  """One generated video, before it is written.
+
+  frames: list of uint8 [H, W, 3]; boxes: [N, 4] true (x, y, w, h) px, also off-image;
+  annotation: [N, 4] as written (clipped to the image; 0,0,0,0 when invisible); visible, occluded,
+  out_of_view: [N] bool; clean: [N] bool, target fully inside the image and overlapped by nothing.
+  """
+  index: int
+  name: str
+  shape: str
+  colour: str
+  direction: str
+  sentence: str
+  frames: list
+  boxes: np.ndarray
+  annotation: np.ndarray
+  visible: np.ndarray
+  occluded: np.ndarray
+  out_of_view: np.ndarray
+  clean: np.ndarray
+  fast: bool
+  twin: str  # '', 'position' or 'motion'
+  attributes: dict
+
+
+# ------------------------------------------------------------------------- drawing
+
+
+def _shape_polygons(shape, l, t, r, b):
+  """Polygons (lists of (x, y)) and ellipses filling the box [l, r] x [t, b] tightly."""
+  cx, cy = (l + r) / 2, (t + b) / 2
+  if shape == 'circle':
+    return [], [(l, t, r, b)]
+  if shape == 'square':
+    return [[(l, t), (r, t), (r, b), (l, b)]], []
+  if shape == 'triangle':
+    return [[(cx, t), (r, b), (l, b)]], []
+  if shape == 'diamond':
+    return [[(cx, t), (r, cy), (cx, b), (l, cy)]], []
+  if shape == 'cross':
+    hw, hh = 0.2 * (r - l), 0.2 * (b - t)
+    return [[(cx - hw, t), (cx + hw, t), (cx + hw, b), (cx - hw, b)],
+            [(l, cy - hh), (r, cy - hh), (r, cy + hh), (l, cy + hh)]], []
+  raise ValueError(f'unknown shape {shape!r}')
+
+
+def shape_alpha(shape, box, shift=(0.0, 0.0), blur_steps=1, supersample=4):
+  """Anti-aliased coverage of a shape, with motion blur.
+
+  box: (x, y, w, h) px, sub-pixel; shift: (dx, dy) px, the blur streak (centred on box).
+  Returns (x0, y0, alpha float32 [h', w'] in [0, 1]) covering pixels x0.., y0...
+  """
+  x, y, w, h = box
+  dx, dy = shift
+  x0 = int(math.floor(x - abs(dx) / 2)) - 1
+  y0 = int(math.floor(y - abs(dy) / 2)) - 1
+  x1 = int(math.ceil(x + w + abs(dx) / 2)) + 1
+  y1 = int(math.ceil(y + h + abs(dy) / 2)) + 1
+  s = supersample
+  acc = np.zeros(((y1 - y0) * s, (x1 - x0) * s), np.float32)
+  for k in range(blur_steps):
+    f = (k + 0.5) / blur_steps - 0.5 if blur_steps > 1 else 0.0
+    l, t = (x + f * dx - x0) * s, (y + f * dy - y0) * s
+    canvas = Image.new('L', (acc.shape[1], acc.shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    polygons, ellipses = _shape_polygons(shape, l, t, l + w * s, t + h * s)
+    for polygon in polygons:
+      draw.polygon(polygon, fill=255)
+    for ellipse in ellipses:
+      draw.ellipse(ellipse, fill=255)
+    acc += np.asarray(canvas, np.float32)
+  acc /= 255.0 * blur_steps
+  alpha = acc.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
+  return x0, y0, alpha
+
+
+def composite(frame, x0, y0, alpha, colour):
+  """frame[y0:, x0:] <- blend with a flat colour by alpha, clipped to the frame (in place)."""
+  height, width = frame.shape[:2]
+  ax0, ay0 = max(0, -x0), max(0, -y0)
+  fx0, fy0 = max(0, x0), max(0, y0)
+  fx1, fy1 = min(width, x0 + alpha.shape[1]), min(height, y0 + alpha.shape[0])
+  if fx1 <= fx0 or fy1 <= fy0:
+    return
+  a = alpha[ay0:ay0 + fy1 - fy0, ax0:ax0 + fx1 - fx0, None]
+  region = frame[fy0:fy1, fx0:fx1].astype(np.float32)
+  frame[fy0:fy1, fx0:fx1] = np.round(region * (1 - a) + np.asarray(colour, np.float32) * a)
+
+
+def background_texture(rng, height, width):
+  """Muted, low-saturation texture uint8 [height, width, 3]: smooth shading, grain and blobs."""
+  def smooth_noise(cell, channels):
+    gh, gw = height // cell + 2, width // cell + 2
+    small = rng.random((gh, gw, channels)).astype(np.float32)
+    planes = [np.asarray(Image.fromarray(small[..., c]).resize(
+        (gw * cell, gh * cell), Image.BILINEAR))[:height, :width] for c in range(channels)]
+    return np.stack(planes, -1)
+
+  base = 70 + 110 * smooth_noise(48, 1)
+  tint = (smooth_noise(64, 3) - 0.5) * 30
+  grain = (smooth_noise(4, 1) - 0.5) * 40
+  texture = np.clip(base + tint + grain, 0, 255).astype(np.uint8)
+  image = Image.fromarray(texture)
+  draw = ImageDraw.Draw(image)
+  for _ in range(int(height * width / 2500)):
+    grey = rng.uniform(60, 190)
+    fill = tuple(int(grey + rng.uniform(-18, 18)) for _ in range(3))
+    l, t = rng.uniform(0, width), rng.uniform(0, height)
+    w, h = rng.uniform(8, 60), rng.uniform(8, 60)
+    (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((l, t, l + w, t + h), fill=fill)
+  return np.asarray(image).copy()
+
+
+# ------------------------------------------------------------------------- motion
+
+
+def _group_extent(centres, sizes):
+  """Bounding box (l, t, r, b) of boxes given by centres [k, 2] and sizes [k, 2]."""
+  lo = (centres - sizes / 2).min(axis=0)
+  hi = (centres + sizes / 2).max(axis=0)
+  return lo[0], lo[1], hi[0], hi[1]
+
+
+def simulate_group(rng, n, start, velocity, offsets, size_fn, frame_wh, reflect_fn):
+  """Centres [n, k, 2] of k boxes moving together (fixed offsets [k, 2] from the lead box).
+
+  The lead velocity gets a smooth perpendicular wobble. At an image border reflect_fn(t, extent)
+  decides: 'bounce' (mirror the position and the velocity), 'turn' (velocity only), '' (go on).
+  """
+  width, height = frame_wh
+  centre = np.asarray(start, np.float64)
+  vel = np.asarray(velocity, np.float64)
+  speed = np.linalg.norm(vel)
+  perp = np.array([-vel[1], vel[0]]) / max(speed, 1e-9)
+  wobble = 0.0
+  out = np.zeros((n, len(offsets), 2))
+  for t in range(n):
+    sizes = np.repeat(size_fn(t)[None], len(offsets), 0)
+    centres = centre + offsets
+    out[t] = centres
+    wobble = float(np.clip(0.8 * wobble + rng.normal(0, 0.08), -0.25, 0.25))
+    step = vel + wobble * speed * perp
+    centre = centre + step
+    l, tp, r, b = _group_extent(centre + offsets, sizes)
+    action = reflect_fn(t, (l, tp, r, b))
+    for axis, low, high, limit in ((0, l, r, width), (1, tp, b, height)):
+      if (low < 0 and step[axis] < 0) or (high > limit and step[axis] > 0):
+        if action:
+          vel[axis], perp[axis] = -vel[axis], -perp[axis]
+        if action == 'bounce':  # mirror at the border: the group never leaves the image
+          centre[axis] += -2 * low if low < 0 else 2 * (limit - high)
+  return out
+
+
+def _inside_fraction(box, width, height):
+  """Fraction of box (x, y, w, h) area inside [0, width] x [0, height]."""
+  x, y, w, h = box
+  iw = max(0.0, min(x + w, width) - max(x, 0.0))
+  ih = max(0.0, min(y + h, height) - max(y, 0.0))
+  return iw * ih / max(w * h, 1e-9)
+
+
+def _clip_box(box, width, height):
+  x, y, w, h = box
+  x0, y0 = max(x, 0.0), max(y, 0.0)
+  x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+  return np.array([x0, y0, x1 - x0, y1 - y0])
+
+
+def _contains(outer, inner):
+  """outer, inner: (x, y, w, h); inner lies entirely inside outer."""
+  return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[0] + inner[2] <= outer[0] + outer[2]
+          and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+def _overlaps(a, b, margin=1.0):
+  return (a[0] - margin < b[0] + b[2] and b[0] - margin < a[0] + a[2] and
+          a[1] - margin < b[1] + b[3] and b[1] - margin < a[1] + a[3])
+
+
+def relative_speeds(boxes):
+  """Per-frame relative speed [N-1]: centre displacement / sqrt(w*h) of the earlier box."""
+  centres = boxes[:, :2] + boxes[:, 2:] / 2
+  step = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+  return step / np.sqrt(boxes[:-1, 2] * boxes[:-1, 3])
+
+
+# ------------------------------------------------------------------------- one video
+
+
+def _video_name(fmt, index, shape, class_counts):
+  if fmt == 'lasot':
+    class_counts[shape] = class_counts.get(shape, 0) + 1
+    return f'{shape}-{class_counts[shape]}'
+  return f'synth_{index:04d}'
+
+
+def make_video(seed, index, options=Options()):
+  """Simulates and renders video `index`; depends only on (seed, index, options). Name set later."""
+  rng = np.random.default_rng([seed, index])
+  o = options
+  width, height = o.width, o.height
+  n = int(rng.integers(o.min_frames, o.max_frames + 1))
+  colour = str(rng.choice(list(COLOURS)))
+  shape = str(rng.choice(SHAPES))
+  direction = str(rng.choice(list(DIRECTIONS)))
+  side = rng.uniform(o.min_size, o.max_size)
+  aspect = rng.uniform(0.75, 1.33)
+  w0 = float(np.clip(side * math.sqrt(aspect), o.min_size, o.max_size))
+  h0 = float(np.clip(side / math.sqrt(aspect), o.min_size, o.max_size))
+  period, phase, amp = rng.uniform(25, 60), rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.12)
+
+  def size_fn(t):
+    scale = 1 + amp * math.sin(2 * math.pi * t / period + phase)
+    return np.clip(np.array([w0, h0]) * scale, o.min_size, o.max_size)
+
+  fast = bool(rng.random() < o.fast_fraction)
+  twin = ''
+  if rng.random() < o.twin_fraction:
+    twin = 'position' if rng.random() < 2 / 3 else 'motion'
+  occlusion = bool(rng.random() < o.occlusion_fraction)
+  leaves = (not twin) and bool(rng.random() < o.out_of_view_fraction)
+  relative = rng.uniform(*(FAST_SPEED if fast else NORMAL_SPEED))
+  if leaves:
+    relative = max(relative, 0.6)
+  size = math.sqrt(w0 * h0)
+  unit = np.array(DIRECTIONS[direction])
+  velocity = unit * relative * size
+
+  # Twin placement: offset of the twin from the target, and the side of the target it names.
+  gap = rng.uniform(1.6, 3.0) * size
+  if twin == 'position':
+    relation = str(rng.choice(list(RELATIONS)))
+    twin_offset = -np.array(DIRECTIONS[relation]) * gap  # target is `relation` of the twin
+  elif twin == 'motion':
+    twin_offset = -unit * gap  # behind the target: they part at once
+  else:
+    twin_offset = np.zeros(2)
+  offsets = np.array([[0.0, 0.0], twin_offset]) if twin == 'position' else np.zeros((1, 2))
+  spread = np.abs(twin_offset) + np.array([w0, h0]) * 1.2
+  start = np.array([rng.uniform(spread[0], width - spread[0]),
+                    rng.uniform(spread[1], height - spread[1])])
+
+  exit_after = int(rng.integers(int(0.2 * n), int(0.5 * n) + 1))
+  state = {'mode': 'in', 'out_frames': 0, 'return_after': int(rng.integers(3, 11))}
+
+  def target_reflects(t, extent):
+    """Out-of-view videos: from exit_after, let the target leave, wait outside, then return."""
+    if not leaves or t < exit_after:
+      return 'bounce'
+    l, tp, r, b = extent
+    inside = _inside_fraction((l, tp, r - l, b - tp), width, height)
+    if state['mode'] == 'in':
+      state['mode'] = 'leaving'
+    if state['mode'] == 'leaving' and inside == 0.0:
+      state['mode'] = 'out'
+    if state['mode'] == 'out':
+      state['out_frames'] += 1
+      if state['out_frames'] >= state['return_after']:
+        state['mode'] = 'returning'
+        return 'turn'  # heads back towards the image
+      return ''
+    if state['mode'] == 'returning' and inside == 1.0:
+      state['mode'] = 'done'
+    return 'bounce' if state['mode'] == 'done' else ''
+
+  paths = simulate_group(rng, n, start, velocity, offsets, size_fn, (width, height), target_reflects)
+  sizes = np.stack([size_fn(t) for t in range(n)])
+  boxes = np.concatenate([paths[:, 0] - sizes / 2, sizes], axis=1)
+  objects = []  # (shape, colour, boxes [n, 4], velocity per frame [n, 2]) drawn below the target
+  if twin == 'position':
+    objects.append((shape, colour, np.concatenate([paths[:, 1] - sizes / 2, sizes], axis=1)))
+  elif twin == 'motion':
+    twin_path = simulate_group(rng, n, start + twin_offset, -velocity, np.zeros((1, 2)), size_fn,
+                               (width, height), lambda t, e: 'bounce')[:, 0]
+    objects.append((shape, colour, np.concatenate([twin_path - sizes / 2, sizes], axis=1)))
+  others = [c for c in COLOURS if c != colour]
+  for _ in range(int(rng.integers(0, o.clutter_objects + 1))):
+    c_shape, c_colour = str(rng.choice(SHAPES)), str(rng.choice(others))
+    c_side = rng.uniform(o.min_size, o.max_size)
+    c_start = np.array([rng.uniform(c_side, width - c_side), rng.uniform(c_side, height - c_side)])
+    angle = rng.uniform(0, 2 * math.pi)
+    c_vel = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(0.1, 1.0) * c_side
+    c_path = simulate_group(rng, n, c_start, c_vel, np.zeros((1, 2)),
+                            lambda t, s=c_side: np.array([s, s]), (width, height),
+                            lambda t, e: 'bounce')[:, 0]
+    objects.append((c_shape, c_colour, np.concatenate([c_path - c_side / 2, np.full((n, 2), c_side)],
+                                                      axis=1)))
+
+  # Camera: integer offsets into a texture larger than the frame; a bounded random walk.
+  pad = int(math.ceil(o.camera_speed * o.max_frames / 2)) + 4
+  texture = background_texture(rng, height + 2 * pad, width + 2 * pad)
+  cam = np.zeros((n, 2))
+  cam[0] = pad + rng.uniform(-pad / 2, pad / 2, size=2)
+  cam_vel = rng.uniform(-o.camera_speed, o.camera_speed, size=2)
+  for t in range(1, n):
+    cam_vel = np.clip(cam_vel + rng.normal(0, 0.15, size=2), -o.camera_speed, o.camera_speed)
+    cam[t] = cam[t - 1] + cam_vel
+    for a in range(2):
+      if not 0 <= cam[t, a] <= 2 * pad:
+        cam_vel[a] = -cam_vel[a]
+        cam[t, a] = np.clip(cam[t, a], 0, 2 * pad)
+  cam = np.round(cam).astype(int)
+
+  # Occluder: world-fixed, on the target's position at t_occ, longer along the motion.
+  occluder_world = None
+  if occlusion:
+    t_occ = int(rng.integers(int(0.3 * n), int(0.7 * n) + 1))
+    cx, cy = paths[t_occ, 0] + cam[t_occ]
+    along = max(w0, h0) * rng.uniform(1.6, 2.4) + relative * size * rng.uniform(3, 8)
+    across = max(w0, h0) * rng.uniform(1.6, 2.4)
+    ow, oh = (along, across) if unit[0] else (across, along)
+    occluder_world = np.array([cx - ow / 2, cy - oh / 2, ow, oh])
+  grey = rng.uniform(70, 170)
+  occluder_colour = tuple(int(grey + rng.uniform(-15, 15)) for _ in range(3))
+
+  occluded = np.zeros(n, bool)
+  out_of_view = np.zeros(n, bool)
+  clean = np.zeros(n, bool)
+  annotation = np.zeros((n, 4))
+  frames = []
+  for t in range(n):
+    box = boxes[t]
+    occluder = None
+    if occluder_world is not None:
+      occluder = occluder_world - np.array([cam[t, 0], cam[t, 1], 0, 0])
+      occluded[t] = _contains(occluder, box)
+    out_of_view[t] = _inside_fraction(box, width, height) < 0.25
+    if not (occluded[t] or out_of_view[t]):
+      annotation[t] = _clip_box(box, width, height)
+    blockers = [obj_boxes[t] for _, _, obj_boxes in objects] + ([occluder] if occluder is not None else [])
+    clean[t] = (_inside_fraction(box, width, height) == 1.0 and
+                not any(_overlaps(box, other) for other in blockers))
+    frames.append(_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes,
+                          occluder, occluder_colour))
+  visible = ~(occluded | out_of_view)
+
+  if twin == 'position':
+    sentence = f'{colour} {shape} {RELATIONS[relation]} an identical {shape}, moving {direction}'
+  elif twin == 'motion':
+    sentence = f'{colour} {shape} moving {direction}, not the identical one moving {OPPOSITE[direction]}'
+  else:
+    sentence = f'{colour} {shape} moving {direction}'
+  speeds = relative_speeds(boxes)
+  attributes = {
+      'full_occlusion': int(occluded.any()),
+      'partial_occlusion': int(any(_overlaps(boxes[t], occluder_world - [*cam[t], 0, 0], 0.0)
+                                   for t in range(n)) if occluder_world is not None else 0),
+      'out_of_view': int(out_of_view.any()),
+      'fast_motion': int(fast),
+      'motion_blur': int(speeds.max() > 0.5),
+      'camera_motion': 1,
+      'background_clutter': int(len(objects) - (1 if twin else 0) > 0),
+      'similar_object': int(bool(twin)),
+      'scale_variation': int(sizes.prod(1).max() / sizes.prod(1).min() > 1.2),
+      'aspect_ratio_change': 0,
+      'low_resolution': int(size < 10),
+      'illumination_variation': 0,
+      'deformation': 0,
+      'rotation': 0,
+      'viewpoint_change': 0,
+      'tiny_object': int(size < 16),
+      'language_ambiguity': 0,
+  }
+  return Video(index=index, name='', shape=shape, colour=colour, direction=direction,
+               sentence=sentence, frames=frames, boxes=boxes, annotation=annotation,
+               visible=visible, occluded=occluded, out_of_view=out_of_view, clean=clean, fast=fast,
+               twin=twin, attributes=attributes)
+
+
+def _render(texture, cam, frame_wh, objects, t, shape, colour, boxes, occluder, occluder_colour):
+  """Frame t: background at the camera offset, other objects, the target, then the occluder."""
+  width, height = frame_wh
+  frame = texture[cam[1]:cam[1] + height, cam[0]:cam[0] + width].copy()
+
+  def draw(obj_shape, obj_colour, obj_boxes):
+    box = obj_boxes[t]
+    prev = obj_boxes[max(t - 1, 0)]
+    nxt = obj_boxes[min(t + 1, len(obj_boxes) - 1)]
+    shift = (nxt[:2] + nxt[2:] / 2 - (prev[:2] + prev[2:] / 2)) / 4  # half-frame exposure streak
+    steps = int(min(8, math.ceil(np.abs(shift).max())) or 1)
+    x0, y0, alpha = shape_alpha(obj_shape, box, tuple(shift), steps)
+    composite(frame, x0, y0, alpha, COLOURS[obj_colour])
+
+  for obj_shape, obj_colour, obj_boxes in objects:
+    draw(obj_shape, obj_colour, obj_boxes)
+  draw(shape, colour, boxes)
+  if occluder is not None:
+    x, y, w, h = occluder
+    x0, y0 = int(math.floor(x)), int(math.floor(y))
+    x1, y1 = int(math.ceil(x + w)), int(math.ceil(y + h))
+    composite(frame, x0, y0, np.ones((y1 - y0, x1 - x0), np.float32), occluder_colour)
+  return frame
+
+
+# ------------------------------------------------------------------------- writing
+
+
+def _rows(array, fmt='{:.2f}'):
+  return ''.join(','.join(fmt.format(v) for v in row) + '\n' for row in array)
+
+
+def write_video(out, fmt, video, options=Options()):
+  """Writes one video in the LaSOT or VL-SOT layout; returns its folder."""
+  if fmt == 'lasot':
+    folder = os.path.join(out, video.shape, video.name)
+    image_dir, digits = os.path.join(folder, 'img'), 8
+  else:
+    folder = os.path.join(out, video.name)
+    image_dir, digits = os.path.join(folder, 'imgs'), 6
+  os.makedirs(image_dir, exist_ok=True)
+  for i, frame in enumerate(video.frames):
+    Image.fromarray(frame).save(os.path.join(image_dir, f'{i + 1:0{digits}d}.jpg'),
+                                quality=options.jpeg_quality, subsampling=0)
+  boxes = _rows(video.annotation)
+  write = lambda name, text: open(os.path.join(folder, name), 'w').write(text)
+  if fmt == 'lasot':
+    write('groundtruth.txt', boxes)
+    write('full_occlusion.txt', ','.join(str(int(v)) for v in video.occluded) + '\n')
+    write('out_of_view.txt', ','.join(str(int(v)) for v in video.out_of_view) + '\n')
+    write('nlp.txt', video.sentence + '\n')
+  else:
+    write('groundtruth_rect.txt', boxes)
+    write('language.txt', video.sentence + '\n')
+    write('absent.txt', ''.join(f'{int(not v)}\n' for v in video.visible))
+    write('attributes.txt', ','.join(str(video.attributes[k]) for k in ATTRIBUTE_NAMES) + '\n')
+    write('relative_speed.txt', f'{relative_speeds(video.boxes).mean():.4f}\n')
+  return folder
+
+
+def is_test(index, test_fraction):
+  """Held-out videos, spread evenly: index i is test when floor((i+1)f) > floor(i f)."""
+  return math.floor((index + 1) * test_fraction) > math.floor(index * test_fraction)
+
+
+SPEED_BINS = (0.0, 0.5, 1.0, 2.0, 3.0, float('inf'))
+
+
+def speed_report(videos):
+  """Realised speed distribution over all frame steps of all videos (relative speed units)."""
+  speeds = np.concatenate([relative_speeds(v.boxes) for v in videos])
+  counts, _ = np.histogram(speeds, bins=np.array(SPEED_BINS))
+  return {
+      'definition': 'centre displacement per frame / sqrt(w*h), target sizes per frame',
+      'stated': {'fast_fraction_of_videos': None, 'fast': FAST_SPEED, 'normal': NORMAL_SPEED},
+      'bins': [f'{a}-{b}' for a, b in zip(SPEED_BINS[:-1], SPEED_BINS[1:])],
+      'frame_steps': [int(c) for c in counts],
+      'fraction_beyond_2': float((speeds > 2.0).mean()),
+      'median': float(np.median(speeds)),
+      'p90': float(np.percentile(speeds, 90)),
+  }
+
+
+def generate(out, fmt='lasot', videos=40, seed=0, options=None, verbose=True, **overrides):
+  """Writes `videos` videos under `out` in layout fmt ('lasot' | 'vlsot'); returns the report dict.
+
+  overrides: fields of Options (width=..., height=..., twin_fraction=...).
+  """
+  if fmt not in ('lasot', 'vlsot'):
+    raise ValueError(f"format must be 'lasot' or 'vlsot', got {fmt!r}")
+  options = dataclasses.replace(options or Options(), **overrides)
+  start = time.time()
+  os.makedirs(out, exist_ok=True)
+  class_counts = {}
+  made, entries, split = [], [], {'train': [], 'test': []}
+  for index in range(videos):
+    video = make_video(seed, index, options)
+    name = video.name = _video_name(fmt, index, video.shape, class_counts)
+    write_video(out, fmt, video, options)
+    split['test' if is_test(index, options.test_fraction) else 'train'].append(name)
+    speeds = relative_speeds(video.boxes)
+    entries.append({
+        'name': name, 'frames': len(video.frames), 'sentence': video.sentence,
+        'size_px': float(np.sqrt(video.boxes[0, 2] * video.boxes[0, 3])), 'fast': video.fast,
+        'twin': video.twin, 'mean_relative_speed': float(speeds.mean()),
+        'occluded_frames': int(video.occluded.sum()), 'out_of_view_frames': int(video.out_of_view.sum()),
+    })
+    made.append(video)
+    video.frames = None  # written; free the pixels
+  for key, names in split.items():
+    with open(os.path.join(out, f'{key}.txt'), 'w') as f:
+      f.write(''.join(n + '\n' for n in names))
+  if fmt == 'vlsot':
+    with open(os.path.join(out, 'attribute_names.txt'), 'w') as f:
+      f.write(''.join(n + '\n' for n in ATTRIBUTE_NAMES))
+  speed = speed_report(made)
+  speed['stated']['fast_fraction_of_videos'] = options.fast_fraction
+  report = {
+      'format': fmt, 'videos': videos, 'seed': seed, 'options': dataclasses.asdict(options),
+      'frames': int(sum(e['frames'] for e in entries)),
+      'twin_videos': int(sum(bool(e['twin']) for e in entries)),
+      'fast_videos': int(sum(e['fast'] for e in entries)),
+      'occlusion_videos': int(sum(e['occluded_frames'] > 0 for e in entries)),
+      'out_of_view_videos': int(sum(e['out_of_view_frames'] > 0 for e in entries)),
+      'speed': speed, 'split': {k: len(v) for k, v in split.items()},
+      'seconds': round(time.time() - start, 2), 'sequences': entries,
+  }
+  with open(os.path.join(out, 'generator_report.json'), 'w') as f:
+    json.dump(report, f, indent=1)
+  if verbose:
+    print(summary_text(report))
+  return report
+
+
+def summary_text(report):
+  s = report['speed']
+  lines = [
+      f"wrote {report['videos']} {report['format']} videos, {report['frames']} frames, "
+      f"in {report['seconds']} s (train {report['split']['train']}, test {report['split']['test']})",
+      f"twins {report['twin_videos']}, fast {report['fast_videos']}, occlusion {report['occlusion_videos']}, "
+      f"out of view {report['out_of_view_videos']}",
+      f"speed ({s['definition']}): stated fast videos {s['stated']['fast_fraction_of_videos']:.0%} "
+      f"~U{s['stated']['fast']}, others ~U{s['stated']['normal']}",
+      'realised frame steps ' + ', '.join(f'[{b}): {c}' for b, c in zip(s['bins'], s['frame_steps']))
+      + f"; beyond 2 sizes {s['fraction_beyond_2']:.1%}, median {s['median']:.2f}, p90 {s['p90']:.2f}",
+  ]
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('out', None, 'output folder')
+flags.DEFINE_enum('format', 'lasot', ['lasot', 'vlsot'], 'layout')
+flags.DEFINE_integer('videos', 40, 'number of videos')
+flags.DEFINE_integer('seed', 0, 'random seed')
+flags.DEFINE_integer('width', Options.width, 'frame width, px')
+flags.DEFINE_integer('height', Options.height, 'frame height, px')
+flags.DEFINE_float('twin_fraction', Options.twin_fraction, 'share of videos with an identical distractor')
+flags.DEFINE_float('fast_fraction', Options.fast_fraction, 'share of fast videos')
+flags.DEFINE_float('test_fraction', Options.test_fraction, 'share of videos listed in test.txt')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.out:
+    sys.exit('--out=DIR is required')
+  generate(FLAGS.out, FLAGS.format, FLAGS.videos, FLAGS.seed, width=FLAGS.width, height=FLAGS.height,
+           twin_fraction=FLAGS.twin_fraction, fast_fraction=FLAGS.fast_fraction,
+           test_fraction=FLAGS.test_fraction)
+
+
+if __name__ == '__main__':
+  app.run(main)
