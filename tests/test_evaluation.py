@@ -306,3 +306,60 @@ def test_report_writes_metrics_json_attribute_tables_and_plots(tmp_path):
   report.run(seqs, d, 'ds2', protocol='ostrack', plots=False, echo=printed.append)
   with open(os.path.join(d, 'metrics.json')) as f:
     assert set(json.load(f)['perfect']) == {'ds', 'ds2'}
+
+
+def test_continuous_formulas_equal_the_originals_minus_one_forms():
+  """pytracking/OSTrack compute IoU with x + w - 1 corners and +1 sizes, centres as x + (w - 1)/2:
+  on random float boxes the continuous forms agree to rounding."""
+  rng = np.random.default_rng(0)
+  pred = np.concatenate([rng.uniform(-5, 50, (200, 2)), rng.uniform(0.5, 30, (200, 2))], axis=1)
+  gt = np.concatenate([rng.uniform(0, 50, (200, 2)), rng.uniform(0.5, 30, (200, 2))], axis=1)
+  tl = np.maximum(pred[:, :2], gt[:, :2])
+  br = np.minimum(pred[:, :2] + pred[:, 2:] - 1.0, gt[:, :2] + gt[:, 2:] - 1.0)
+  inter = np.clip(br - tl + 1.0, 0, None).prod(axis=1)
+  ref_iou = inter / (pred[:, 2:].prod(axis=1) + gt[:, 2:].prod(axis=1) - inter)
+  np.testing.assert_allclose(M.iou(pred, gt), ref_iou, rtol=1e-12, atol=1e-12)
+  c1, c2 = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0), gt[:, :2] + 0.5 * (gt[:, 2:] - 1.0)
+  np.testing.assert_allclose(M.center_error(pred, gt), np.sqrt(((c1 - c2) ** 2).sum(1)), rtol=1e-12)
+  np.testing.assert_allclose(M.center_error(pred, gt, normalized=True),
+                             np.sqrt(((c1 / gt[:, 2:] - c2 / gt[:, 2:]) ** 2).sum(1)), rtol=1e-10)
+  assert np.isclose(ref_iou, M.vlsot_iou(pred, gt), rtol=1e-12, atol=1e-12).all()
+
+
+CLI_SCRIPT = r'''
+import sys
+import numpy as np
+import input_pipeline.readers as readers
+from input_pipeline.sequence import Sequence
+
+def fake_load_dataset(name, root, split=None, attributes_file=None):
+  boxes = np.tile([20.0, 30.0, 10.0, 10.0], (5, 1))
+  return [Sequence(name=n, dataset=name, frames=[str(i) for i in range(5)], boxes=boxes,
+                   visible=np.ones(5, bool), sentence='') for n in ('a', 'b')]
+
+readers.load_dataset = fake_load_dataset
+from absl import app
+from cost_jax import evaluate
+app.run(evaluate.main, argv=['evaluate'] + sys.argv[1:])
+'''
+
+
+def test_cli_prints_table_and_writes_metrics_json(tmp_path):
+  import subprocess
+  import sys
+  d = str(tmp_path)
+  for name in ('a', 'b'):
+    write_results(result_path(d, 'cost', 'vlsot230', name), shifted(5.0))
+    write_results(result_path(d, 'other', 'vlsot230', name), GT)
+  os.remove(result_path(d, 'other', 'vlsot230', 'b'))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', CLI_SCRIPT, '--dataset=vlsot230', f'--data_dir={d}',
+                        f'--results_dir={d}', '--trackers=cost,other', '--noplots'],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert 'protocol vlsot' in out.stdout and 'FAILED other/b: missing result file' in out.stdout
+  with open(os.path.join(d, 'metrics.json')) as f:
+    m = json.load(f)
+  assert m['cost']['vlsot230']['auc'] == pytest.approx((20 + 4 * 7) / (21 * N))
+  assert m['cost']['vlsot230']['macc'] == pytest.approx(1 / 3)
+  assert m['other']['vlsot230']['sequences'] == 1 and list(m['other']['vlsot230']['failed']) == ['b']

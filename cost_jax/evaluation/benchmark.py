@@ -39,6 +39,8 @@ def default_protocol(dataset):
 
 def score_sequence(path, seq, protocol, compat=False):
   """Score one result file against Sequence `seq`; raises SequenceFailure with the reason."""
+  if len(seq.boxes) == 0:
+    raise SequenceFailure('ground truth has no frames')  # extract_results: 'Seq length zero'
   rows = read_rows(path)
   boxes = rows_to_boxes(rows, compat)
   if protocol == 'vlsot':
