@@ -7,6 +7,7 @@
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -30,6 +31,15 @@ class TrackerResult:
   """All sequences of one tracker on one dataset: scored ones by name, failed ones by name -> reason."""
   scores: dict
   failed: dict
+
+
+PLOTS_DIR = 'plots'  # the report's own output folder under results_dir: never a tracker
+
+
+def list_trackers(results_dir):
+  """Every folder under results_dir (sorted), except the report's plots folder."""
+  return sorted(d for d in os.listdir(results_dir)
+                if os.path.isdir(os.path.join(results_dir, d)) and d != PLOTS_DIR)
 
 
 def default_protocol(dataset):
@@ -95,13 +105,19 @@ def tracker_metrics(result, protocol, names=None):
 
 
 def score_trackers(sequences, results_dir, trackers, dataset, protocol, compat=False):
-  """{tracker: TrackerResult}."""
+  """{tracker: TrackerResult}; trackers None = every folder under results_dir, protocol None = the
+  dataset's default."""
+  protocol = protocol or default_protocol(dataset)
   if protocol not in M.PROTOCOLS:
     raise ValueError(f'unknown protocol {protocol!r}; expected one of {M.PROTOCOLS}')
+  trackers = trackers or list_trackers(results_dir)
+  if not trackers:
+    raise ValueError(f'no tracker folders under {results_dir}')
   return {t: score_tracker(sequences, results_dir, t, dataset, protocol, compat) for t in trackers}
 
 
 def evaluate(sequences, results_dir, trackers, dataset, protocol, compat=False):
-  """{tracker: {dataset: metrics}} (see the module docstring)."""
+  """{tracker: {dataset: metrics}} (see the module docstring); trackers/protocol None: the defaults."""
+  protocol = protocol or default_protocol(dataset)
   results = score_trackers(sequences, results_dir, trackers, dataset, protocol, compat)
   return {t: {dataset: tracker_metrics(r, protocol)} for t, r in results.items()}

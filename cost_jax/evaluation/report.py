@@ -10,18 +10,12 @@ import os
 
 from cost_jax.evaluation import metrics as M
 from cost_jax.evaluation.attributes import attribute_groups, attribute_table
-from cost_jax.evaluation.benchmark import default_protocol, score_trackers, tracker_metrics
+from cost_jax.evaluation.benchmark import (PLOTS_DIR, default_protocol, score_trackers,
+                                           tracker_metrics)
 from cost_jax.evaluation.plots import plot_curves
 
-PLOTS_DIR = 'plots'  # our own output folder under results_dir: never a tracker
 COLUMNS = (('auc', 'AUC'), ('precision', 'P@20'), ('norm_precision', 'Pnorm'), ('np_auc', 'NP-AUC'),
            ('ciou_auc', 'cIoU-AUC'), ('macc', 'mACC'))
-
-
-def list_trackers(results_dir):
-  """Every folder under results_dir (sorted), except our plots folder."""
-  return sorted(d for d in os.listdir(results_dir)
-                if os.path.isdir(os.path.join(results_dir, d)) and d != PLOTS_DIR)
 
 
 def format_table(rows, first='tracker'):
@@ -60,9 +54,6 @@ def run(sequences, results_dir, dataset, trackers=None, protocol=None, compat=Fa
         echo=print):
   """Score, print, and write every output; returns {tracker: {dataset: metrics}}."""
   protocol = protocol or default_protocol(dataset)
-  trackers = trackers or list_trackers(results_dir)
-  if not trackers:
-    raise ValueError(f'no tracker folders under {results_dir}')
   results = score_trackers(sequences, results_dir, trackers, dataset, protocol, compat)
   table = {t: tracker_metrics(r, protocol) for t, r in results.items()}
   mode = 'compat' if compat else 'strict'
