@@ -11,7 +11,6 @@ import math
 
 from absl import app
 from flax import traverse_util
-import jax
 from ml_collections import config_flags
 
 from cost_jax.models import cost
@@ -20,11 +19,6 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file
 
 RULE = ('rule: all params + BatchNorm scale/bias (counted as parameters, as in PyTorch); '
         'BatchNorm mean/var are buffers, not counted')
-
-
-def variable_shapes(model_cfg):
-  """Abstract variables (jax.ShapeDtypeStruct leaves) of COST(model_cfg); no computation."""
-  return jax.eval_shape(cost.init_fn(cost.COST(model_cfg)), jax.random.key(0))
 
 
 def count_by_module(variables):
@@ -40,7 +34,7 @@ def count_by_module(variables):
 
 def main(argv):
   del argv
-  counts = count_by_module(variable_shapes(_CONFIG.value.model))
+  counts = count_by_module(cost.variable_shapes(_CONFIG.value.model))
   width = max(len(name) for name in counts)
   for name, n in counts.items():
     print(f'{name:<{width}}  {n:>12,d}  ({n / 1e6:.2f}M)')

@@ -127,6 +127,11 @@ def init_fn(model):
   return lambda rng: model.init({'params': rng, 'dropout': rng}, *dummy_inputs(model.cfg))
 
 
+def variable_shapes(model_cfg):
+  """Abstract variables (jax.ShapeDtypeStruct leaves) of COST(model_cfg); nothing is computed."""
+  return jax.eval_shape(init_fn(COST(model_cfg)), jax.random.key(0))
+
+
 def init_variables(model, rng):
   """{'params', 'batch_stats'} for batch 1; the text encoder from text.pretrained_dir when set."""
   variables = jax.jit(init_fn(model))(rng)
