@@ -363,3 +363,12 @@ def test_cli_prints_table_and_writes_metrics_json(tmp_path):
   assert m['cost']['vlsot230']['auc'] == pytest.approx((20 + 4 * 7) / (21 * N))
   assert m['cost']['vlsot230']['macc'] == pytest.approx(1 / 3)
   assert m['other']['vlsot230']['sequences'] == 1 and list(m['other']['vlsot230']['failed']) == ['b']
+
+
+def test_complete_iou_hand_computed_with_aspect_term():
+  pred, gt = np.array([[0.0, 0.0, 4.0, 2.0]]), np.array([[0.0, 0.0, 2.0, 2.0]])
+  # IoU 4/8; centres (2,1) vs (1,1): d^2 = 1; enclosing box 4 x 2: c^2 = 20
+  v = 4 / np.pi ** 2 * (np.arctan(1.0) - np.arctan(0.5)) ** 2
+  expected = 0.5 - 1 / 20 - v / (0.5 + v + np.finfo(float).eps) * v
+  np.testing.assert_allclose(M.vlsot_complete_iou(pred, gt), [expected], rtol=1e-12)
+  assert np.isnan(M.vlsot_complete_iou(pred, np.zeros((1, 4))))[0]  # absent GT: NaN, a miss

@@ -127,7 +127,8 @@ def toolkit_frame_errors(pred, gt, visible, dataset_key, protocol, compat=False)
   center[~valid] = np.inf  # err_center[~valid] = Inf: a miss
   norm_center[~valid] = -1.0  # err_center_normalized[~valid] = -1: a hit
   overlap[~valid] = -1.0  # err_overlap[~valid] = -1: a miss
-  if dataset_key == 'lasot' and visible is not None:  # invisible frames are misses for both precisions (LaSOT only)
+  if dataset_key == 'lasot' and visible is not None:
+    # LaSOT only: invisible frames are misses for both precisions
     norm_center[~visible] = np.inf
     center[~visible] = np.inf
   if np.isnan(overlap).any():
@@ -190,8 +191,9 @@ def vlsot_complete_iou(pred, gt):
     w1, h1, w2, h2 = pred[:, 2], pred[:, 3], gt[:, 2], gt[:, 3]
     cx1, cy1 = pred[:, 0] + w1 / 2, pred[:, 1] + h1 / 2
     cx2, cy2 = gt[:, 0] + w2 / 2, gt[:, 1] + h2 / 2
-    inter = (np.clip(np.minimum(cx1 + w1 / 2, cx2 + w2 / 2) - np.maximum(cx1 - w1 / 2, cx2 - w2 / 2), 0, None)
-             * np.clip(np.minimum(cy1 + h1 / 2, cy2 + h2 / 2) - np.maximum(cy1 - h1 / 2, cy2 - h2 / 2), 0, None))
+    inter_w = np.minimum(cx1 + w1 / 2, cx2 + w2 / 2) - np.maximum(cx1 - w1 / 2, cx2 - w2 / 2)
+    inter_h = np.minimum(cy1 + h1 / 2, cy2 + h2 / 2) - np.maximum(cy1 - h1 / 2, cy2 - h2 / 2)
+    inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
     c_w = np.clip(np.maximum(cx1 + w1 / 2, cx2 + w2 / 2) - np.minimum(cx1 - w1 / 2, cx2 - w2 / 2), 0, None)
     c_h = np.clip(np.maximum(cy1 + h1 / 2, cy2 + h2 / 2) - np.minimum(cy1 - h1 / 2, cy2 - h2 / 2), 0, None)
     u = ((cx2 - cx1) ** 2 + (cy2 - cy1) ** 2) / (c_w ** 2 + c_h ** 2)
