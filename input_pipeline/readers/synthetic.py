@@ -1,0 +1,40 @@
+"""The generator's own trees (input_pipeline.synthetic): LaSOT or VL-SOT layout, detected from
+<root>/generator_report.json (else from the tree). split 'train'/'test' reads <root>/<split>.txt;
+None or 'all' reads every sequence.
+"""
+
+import json
+import os
+
+from input_pipeline.readers import common
+from input_pipeline.readers import lasot
+from input_pipeline.readers import vlsot
+
+
+def layout(root):
+  """'lasot' or 'vlsot'."""
+  report = os.path.join(root, 'generator_report.json')
+  if os.path.isfile(report):
+    with open(report) as f:
+      return json.load(f)['format']
+  for name in common.subfolders(root):
+    folder = os.path.join(root, name)
+    if any(os.path.isdir(os.path.join(folder, d)) for d in ('imgs', 'img')):
+      return 'vlsot'
+  return 'lasot'
+
+
+def scan(root, split=None, attributes_file=None):
+  fmt = layout(root)
+  if fmt == 'lasot':
+    items = lasot.tree_items(root)
+    build = lambda n, f: lasot.build('synthetic', n, f, {})
+  else:
+    items = vlsot.tree_items(root)
+    names = vlsot.attribute_names(root, attributes_file)
+    build = lambda n, f: vlsot.build('synthetic', n, f, names)
+  if split not in (None, 'all'):
+    wanted = common.read_name_list(os.path.join(root, f'{split}.txt'))
+    by_name = dict(items)
+    items = [(n, by_name.get(n, os.path.join(root, n))) for n in wanted]  # absent: 'missing folder'
+  return common.scan_folders('synthetic', items, build)
