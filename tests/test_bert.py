@@ -240,3 +240,31 @@ def test_minilm_parity():
   ref = _torch_hidden(model, ids, mask)
   _assert_hidden_equal(hidden, ref)
   assert _rel(averaged, np.mean(ref[-3:], axis=0)) <= TOL
+
+
+def test_bfloat16_compute_stays_close(small):
+  model, folder = small
+  ids, mask = _inputs(99)
+  cfg = _text_cfg(model.config)
+  params = convert_bert.load_bert_params(folder, cfg)
+  out, _ = jax.jit(bert.BertEncoder(cfg, dtype='bfloat16').apply)({'params': params}, ids, mask)
+  assert out.dtype == jax.numpy.bfloat16
+  assert _rel(np.asarray(out, np.float32), _torch_hidden(model, ids, mask)[-1]) <= 3e-2
+
+
+@pytest.mark.heavy
+def test_bert_base_legacy_layout_parity(tmp_path):
+  """bert-base-uncased sizes and names (random weights): 108,891,648 parameters without pooler."""
+  torch.manual_seed(2)
+  hf_config = transformers.BertConfig(attn_implementation='eager')  # the bert-base defaults
+  model = transformers.BertForPreTraining(hf_config).eval()
+  folder = str(tmp_path)
+  model.config.save_pretrained(folder)
+  _write_bin(folder, {_legacy_name(k): v for k, v in model.state_dict().items()})
+  cfg = _text_cfg(hf_config, layers_averaged=1)
+  assert (cfg.hidden, cfg.num_layers, cfg.vocab_size) == (768, 12, 30522)
+  params = convert_bert.load_bert_params(folder, cfg)
+  assert sum(v.size for v in jax.tree.leaves(params)) == 108_891_648
+  ids, mask = _inputs(30522, batch=3, length=40, seed=5)
+  _, hidden = jax.jit(bert.BertEncoder(cfg).apply)({'params': params}, ids, mask)
+  _assert_hidden_equal(hidden, _torch_hidden(model.bert, ids, mask))
