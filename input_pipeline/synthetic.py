@@ -99,7 +99,8 @@ class Video:
 
   frames: list of uint8 [H, W, 3]; boxes: [N, 4] true (x, y, w, h) px, also off-image;
   annotation: [N, 4] as written (clipped to the image; 0,0,0,0 when invisible); visible, occluded,
-  out_of_view: [N] bool; clean: [N] bool, target fully inside the image and overlapped by nothing.
+  out_of_view: [N] bool; clean: [N] bool, target fully inside the image and overlapped by nothing;
+  twin_boxes: [N, 4] true boxes of the identical distractor (None without one).
   """
   index: int
   name: str
@@ -117,6 +118,7 @@ class Video:
   fast: bool
   twin: str  # '', 'position' or 'motion'
   attributes: dict
+  twin_boxes: np.ndarray = None
 
 
 # ------------------------------------------------------------------------- drawing
@@ -333,7 +335,7 @@ def make_video(seed, index, options=Options()):
   else:
     twin_offset = np.zeros(2)
   offsets = np.array([[0.0, 0.0], twin_offset]) if twin == 'position' else np.zeros((1, 2))
-  spread = np.abs(twin_offset) + np.array([w0, h0]) * 1.2
+  spread = np.minimum(np.abs(twin_offset) + np.array([w0, h0]) * 1.2, np.array([width, height]) / 2)
   start = np.array([rng.uniform(spread[0], width - spread[0]),
                     rng.uniform(spread[1], height - spread[1])])
 
@@ -356,7 +358,7 @@ def make_video(seed, index, options=Options()):
         state['mode'] = 'returning'
         return 'turn'  # heads back towards the image
       return ''
-    if state['mode'] == 'returning' and inside == 1.0:
+    if state['mode'] == 'returning' and inside > 1 - 1e-9:
       state['mode'] = 'done'
     return 'bounce' if state['mode'] == 'done' else ''
 
@@ -425,7 +427,7 @@ def make_video(seed, index, options=Options()):
     if not (occluded[t] or out_of_view[t]):
       annotation[t] = _clip_box(box, width, height)
     blockers = [obj_boxes[t] for _, _, obj_boxes in objects] + ([occluder] if occluder is not None else [])
-    clean[t] = (_inside_fraction(box, width, height) == 1.0 and
+    clean[t] = (_contains((0.0, 0.0, width, height), box) and
                 not any(_overlaps(box, other) for other in blockers))
     frames.append(_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes,
                           occluder, occluder_colour))
@@ -461,7 +463,7 @@ def make_video(seed, index, options=Options()):
   return Video(index=index, name='', shape=shape, colour=colour, direction=direction,
                sentence=sentence, frames=frames, boxes=boxes, annotation=annotation,
                visible=visible, occluded=occluded, out_of_view=out_of_view, clean=clean, fast=fast,
-               twin=twin, attributes=attributes)
+               twin=twin, attributes=attributes, twin_boxes=objects[0][2] if twin else None)
 
 
 def _render(texture, cam, frame_wh, objects, t, shape, colour, boxes, occluder, occluder_colour):
