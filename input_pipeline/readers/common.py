@@ -152,13 +152,14 @@ def numbered_frames(folder, numbers, digits, ext, exact=True):
   present = set(os.listdir(folder))
   names = [f'{i:0{digits}d}.{ext}' for i in numbers]
   missing = [n for n in names if n not in present]
+  if exact:
+    count = sum(1 for n in present if n.lower().endswith(IMAGE_EXTENSIONS))
+    if count != len(names) and not (missing and len(missing) == len(names) - count and
+                                    missing != names[count:]):
+      raise SequenceProblem(folder, f'{count} frames but {len(names)} boxes')
   if missing:
     raise SequenceProblem(os.path.join(folder, missing[0]),
                           f'missing frame ({len(missing)} of {len(names)} missing)')
-  if exact:
-    extra = sum(1 for n in present if n.lower().endswith(IMAGE_EXTENSIONS)) - len(names)
-    if extra:
-      raise SequenceProblem(folder, f'{len(names) + extra} frames but {len(names)} boxes')
   return [os.path.join(folder, n) for n in names]
 
 
