@@ -143,8 +143,8 @@ def test_report_states_the_distribution(tmp_path):
   on_disk = json.load(open(tmp_path / 'generator_report.json'))
   assert on_disk['speed'] == json.loads(json.dumps(report['speed']))
   assert sum(report['speed']['frame_steps']) == report['frames'] - 4
-  assert report['speed']['stated']['fast'] == list(synthetic.FAST_SPEED) or \
-      tuple(report['speed']['stated']['fast']) == synthetic.FAST_SPEED
+  assert tuple(report['speed']['stated']['fast']) == synthetic.FAST_SPEED
+  assert report['speed']['stated']['fast_fraction_of_videos'] == SMALL.fast_fraction
 
 
 def test_speed_distribution_mostly_followable():
