@@ -279,8 +279,8 @@ def test_result_format_float_vs_int(tmp_path):
 def test_report_writes_metrics_json_attribute_tables_and_plots(tmp_path):
   from cost_jax.evaluation import report
   d = str(tmp_path)
-  seqs = [make_seq('a', attributes={'fast_motion': 1, 'length': 0}),
-          make_seq('b', attributes={'fast_motion': 0, 'length': 2})]
+  seqs = [make_seq('a', attributes={'fast_motion': 1, 'length': 0, 'relative_speed': 0.4}),
+          make_seq('b', attributes={'fast_motion': 0.0, 'length': 2, 'relative_speed': 1.3})]
   for s in seqs:
     write_results(result_path(d, 'perfect', 'ds', s.name), GT)
     write_results(result_path(d, 'shift', 'ds', s.name), shifted(5.0) if s.name == 'a' else GT)
@@ -308,21 +308,21 @@ def test_report_writes_metrics_json_attribute_tables_and_plots(tmp_path):
     assert set(json.load(f)['perfect']) == {'ds', 'ds2'}
 
 
-def test_continuous_formulas_equal_the_originals_minus_one_forms():
+def test_minus_one_forms_equal_the_continuous_formulas():
   """pytracking/OSTrack compute IoU with x + w - 1 corners and +1 sizes, centres as x + (w - 1)/2:
-  on random float boxes the continuous forms agree to rounding."""
+  on random float boxes these equal the continuous formulas to rounding."""
   rng = np.random.default_rng(0)
   pred = np.concatenate([rng.uniform(-5, 50, (200, 2)), rng.uniform(0.5, 30, (200, 2))], axis=1)
   gt = np.concatenate([rng.uniform(0, 50, (200, 2)), rng.uniform(0.5, 30, (200, 2))], axis=1)
-  tl = np.maximum(pred[:, :2], gt[:, :2])
-  br = np.minimum(pred[:, :2] + pred[:, 2:] - 1.0, gt[:, :2] + gt[:, 2:] - 1.0)
-  inter = np.clip(br - tl + 1.0, 0, None).prod(axis=1)
+  inter_wh = np.clip(np.minimum(pred[:, :2] + pred[:, 2:], gt[:, :2] + gt[:, 2:])
+                     - np.maximum(pred[:, :2], gt[:, :2]), 0, None)
+  inter = inter_wh.prod(axis=1)
   ref_iou = inter / (pred[:, 2:].prod(axis=1) + gt[:, 2:].prod(axis=1) - inter)
   np.testing.assert_allclose(M.iou(pred, gt), ref_iou, rtol=1e-12, atol=1e-12)
-  c1, c2 = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0), gt[:, :2] + 0.5 * (gt[:, 2:] - 1.0)
-  np.testing.assert_allclose(M.center_error(pred, gt), np.sqrt(((c1 - c2) ** 2).sum(1)), rtol=1e-12)
+  d = pred[:, :2] + pred[:, 2:] / 2 - gt[:, :2] - gt[:, 2:] / 2
+  np.testing.assert_allclose(M.center_error(pred, gt), np.hypot(d[:, 0], d[:, 1]), rtol=1e-12)
   np.testing.assert_allclose(M.center_error(pred, gt, normalized=True),
-                             np.sqrt(((c1 / gt[:, 2:] - c2 / gt[:, 2:]) ** 2).sum(1)), rtol=1e-10)
+                             np.hypot(d[:, 0] / gt[:, 2], d[:, 1] / gt[:, 3]), rtol=1e-10)
   assert np.isclose(ref_iou, M.vlsot_iou(pred, gt), rtol=1e-12, atol=1e-12).all()
 
 
@@ -372,3 +372,38 @@ def test_complete_iou_hand_computed_with_aspect_term():
   expected = 0.5 - 1 / 20 - v / (0.5 + v + np.finfo(float).eps) * v
   np.testing.assert_allclose(M.vlsot_complete_iou(pred, gt), [expected], rtol=1e-12)
   assert np.isnan(M.vlsot_complete_iou(pred, np.zeros((1, 4))))[0]  # absent GT: NaN, a miss
+
+
+@pytest.mark.parametrize('fmt', ['lasot', 'vlsot'])
+def test_synthetic_benchmark_through_the_readers(tmp_path, fmt):
+  """Generated tree -> readers -> a tracker exact on visible frames, far off on the others."""
+  from input_pipeline import synthetic
+  from input_pipeline.readers import load_dataset
+  root = str(tmp_path / 'data')
+  synthetic.generate(root, fmt, videos=2, seed=0, verbose=False, width=160, height=120,
+                     min_frames=30, max_frames=30, occlusion_fraction=1.0)
+  seqs = load_dataset('synthetic', root)
+  d = str(tmp_path / 'results')
+  for s in seqs:
+    assert (~s.visible).any()  # every video has an occlusion
+    pred = np.where(s.visible[:, None], s.boxes, [[80.0, 60.0, 10.0, 10.0]])
+    write_results(result_path(d, 'trk', 'synthetic', s.name), pred)
+  for protocol in ('pytracking', 'ostrack', 'vlsot'):
+    m = evaluate(seqs, d, None, 'synthetic', protocol)['trk']['synthetic']
+    if protocol == 'vlsot':  # the toolkit: absent = 0,0,0,0 in the ground truth
+      hit = [~(s.boxes == 0).all(1) for s in seqs]
+    else:  # the synthetic set passes its visibility; validity by the protocol's rule
+      rule = (lambda b: (b > 0).all(1)) if protocol == 'pytracking' else (lambda b: (b[:, 2:] > 0).all(1))
+      hit = [s.visible & rule(s.boxes) for s in seqs]
+    rate = np.mean([h.mean() for h in hit])
+    assert m['failed'] == {} and m['frames'] == sum(len(s) for s in seqs)
+    # a float box's IoU with itself can round to 1 + 1 ulp in the originals' formula (above the last
+    # threshold); the toolkit's rect_iou clips to 1
+    assert 20 / 21 * rate - 1e-9 <= m['auc'] <= rate + 1e-9
+    if protocol == 'vlsot':
+      assert m['auc'] == pytest.approx(20 / 21 * rate)
+    assert m['precision'] == pytest.approx(rate)
+    if protocol == 'vlsot':
+      assert m['macc'] == pytest.approx(rate)  # a box on an absent frame scores 0
+    else:
+      assert m['norm_precision'] == 1.0  # invalid frames are hits for normalised precision

@@ -3,19 +3,22 @@
 Attributes come from the Sequence records (VL-SOT's attributes.txt, LaSOT's from a user file, read by
 the readers). A 0/1 attribute gives one group (its sequences with 1); one with more values (VL-SOT's
 object type, brightness and length levels: the toolkit's Natural/Artificial_Object, Brightness_low..high,
-Length_short..long in vltot230.py att_dict) gives one group per value, 'name=value'.
+Length_short..long in vltot230.py att_dict) gives one group per value, 'name=value'. Continuous or
+non-numeric attributes (VL-SOT270's relative_speed) give no groups.
 """
+
+MAX_LEVELS = 10  # an integer attribute with more distinct values is not a category
 
 from cost_jax.evaluation.benchmark import tracker_metrics
 
 
-def _value(v):
-  """Attribute values as plain numbers where they are numbers (np.loadtxt gives 1.0)."""
+def _level(v):
+  """An attribute value as an int level (np.loadtxt gives 1.0), or None when it is not a whole number."""
   try:
     f = float(v)
   except (TypeError, ValueError):
-    return str(v)
-  return int(f) if f.is_integer() else f
+    return None
+  return int(f) if f.is_integer() else None
 
 
 def attribute_groups(sequences):
@@ -25,13 +28,15 @@ def attribute_groups(sequences):
     keys += [k for k in seq.attributes if k not in keys]
   groups = {}
   for key in keys:
-    values = {seq.name: _value(seq.attributes[key]) for seq in sequences if key in seq.attributes}
-    distinct = set(values.values())
+    levels = {seq.name: _level(seq.attributes[key]) for seq in sequences if key in seq.attributes}
+    distinct = set(levels.values())
+    if None in distinct or len(distinct) > MAX_LEVELS:
+      continue
     if distinct <= {0, 1}:
-      groups[key] = [n for n, v in values.items() if v == 1]
+      groups[key] = [n for n, v in levels.items() if v == 1]
     else:
-      for v in sorted(distinct, key=str):
-        groups[f'{key}={v}'] = [n for n, x in values.items() if x == v]
+      for v in sorted(distinct):
+        groups[f'{key}={v}'] = [n for n, x in levels.items() if x == v]
   return {g: names for g, names in groups.items() if names}
 
 

@@ -44,25 +44,32 @@ def original_key(dataset):
 
 
 def iou(pred, gt):
-  """IoU [N] of boxes [N, 4]; continuous formula (calc_iou_overlap's -1/+1 terms cancel)."""
+  """IoU [N] of boxes [N, 4], as calc_iou_overlap computes it.
+
+  Its -1/+1 terms cancel, so this is the continuous formula; the operations keep the original's order
+  so that rounding (an IoU of 1 + 1 ulp on a perfect float box, counted above the 1.0 threshold) is the
+  same bit for bit.
+  """
   tl = np.maximum(pred[:, :2], gt[:, :2])
-  br = np.minimum(pred[:, :2] + pred[:, 2:], gt[:, :2] + gt[:, 2:])
-  inter = np.clip(br - tl, 0, None).prod(axis=1)  # sz = (br - tl + 1).clamp(0); intersection = sz.prod
+  br = np.minimum(pred[:, :2] + pred[:, 2:] - 1.0, gt[:, :2] + gt[:, 2:] - 1.0)
+  inter = np.clip(br - tl + 1.0, 0, None).prod(axis=1)  # sz = (br - tl + 1).clamp(0); sz.prod
   union = pred[:, 2:].prod(axis=1) + gt[:, 2:].prod(axis=1) - inter
   with np.errstate(invalid='ignore', divide='ignore'):
     return inter / union
 
 
 def center_error(pred, gt, normalized=False):
-  """Centre distance [N] (pixels, or in units of the ground-truth w, h); calc_err_center, continuous.
+  """Centre distance [N] in pixels (or in units of the ground-truth w, h), as calc_err_center computes it.
 
-  The originals' centres x + 0.5 (w - 1) differ from x + w/2 by the same 0.5 for both boxes.
+  Centres x + 0.5 (w - 1): the -0.5 is common to both boxes, so this is the continuous distance,
+  with the original's rounding.
   """
-  d = (pred[:, :2] + 0.5 * pred[:, 2:]) - (gt[:, :2] + 0.5 * gt[:, 2:])
+  c_pred = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0)
+  c_gt = gt[:, :2] + 0.5 * (gt[:, 2:] - 1.0)
   with np.errstate(invalid='ignore', divide='ignore'):
     if normalized:
-      d = d / gt[:, 2:]  # pred_center / anno_wh - anno_center / anno_wh
-    return np.sqrt((d ** 2).sum(axis=1))
+      c_pred, c_gt = c_pred / gt[:, 2:], c_gt / gt[:, 2:]  # pred_center / anno_wh, anno_center / anno_wh
+    return np.sqrt(((c_pred - c_gt) ** 2).sum(axis=1))
 
 
 def replace_zero_size(pred, gt):
