@@ -72,11 +72,14 @@ def update_box(previous, predicted, image_wh, size_update_rate, min_size_px):
 # ---------------------------------------------------------------- one slot, on the device
 
 def crop_valid(frame, image_wh, window, out_size):
-  """crops.crop_jax of the valid part [:H', :W'] of a zero-padded frame -> uint8 [S, S, 3].
+  """crops.crop_jax_float of the valid part [:H', :W'] of a zero-padded frame -> float32 [S, S, 3].
 
   frame uint8 [H, W, 3], image_wh [2] = (W', H') px. Outside the valid part the frame reads as its
   per-channel mean (crop_jax's padding rule). The mean is an exact integer sum divided by W'H' (frames up
-  to 16.8 Mpx), so it does not depend on how much padding there is.
+  to 16.8 Mpx), so it does not depend on how much padding there is. The crop stays unrounded (values
+  0..255; the model normalises uint8 and float alike): rounding to uint8 flips the many bilinear samples
+  that land exactly on .5 whenever XLA fuses the arithmetic differently (jitted vs op by op, batched vs
+  single), and a one-grey-level flip moves the predicted box by 1e-3 px.
   """
   rows = jnp.arange(frame.shape[0])[:, None] < image_wh[1]
   cols = jnp.arange(frame.shape[1])[None, :] < image_wh[0]
@@ -84,7 +87,7 @@ def crop_valid(frame, image_wh, window, out_size):
   total = jnp.sum(jnp.where(valid, frame, 0).astype(jnp.uint32), axis=(0, 1))
   fill = total.astype(jnp.float32) / (image_wh[0] * image_wh[1])
   image = jnp.where(valid, frame.astype(jnp.float32), fill)
-  return crops.quantize(crops.crop_jax_float(image, window, out_size, fill))
+  return crops.crop_jax_float(image, window, out_size, fill)
 
 
 class SlotFunctions:
@@ -97,10 +100,11 @@ class SlotFunctions:
   def __init__(self, config, model):
     self.config = config
     self.model = model
+    self.apply = model.apply  # (variables, *args, method=...) -> outputs; replaceable in tests
     self.hann = hann_window(config.model.token.grid)
 
   def crop(self, frame, image_wh, box, factor, min_side, out_size):
-    """Window around box [4] px -> (crop uint8 [S, S, 3], window [3] (cx, cy, side) px)."""
+    """Window around box [4] px -> (crop float32 [S, S, 3] in 0..255, window [3] (cx, cy, side) px)."""
     window = crops.crop_window(box, factor, min_side, self.config.crop.size_rule)
     return crop_valid(frame, image_wh, window, out_size), window
 
@@ -110,9 +114,9 @@ class SlotFunctions:
     box = jnp.asarray(box, jnp.float32)
     template, _ = self.crop(frame, image_wh, box, c.template_factor, c.template_min_side_px,
                             m.template_size)
-    template_cache = self.model.apply(variables, template[None],
+    template_cache = self.apply(variables, template[None],
                                       method=type(self.model).encode_template)
-    text_cache = self.model.apply(variables, text_ids[None], text_mask[None],
+    text_cache = self.apply(variables, text_ids[None], text_mask[None],
                                   method=type(self.model).encode_text)
     return {'template': template_cache, 'text': text_cache, 'box': box}
 
@@ -121,7 +125,7 @@ class SlotFunctions:
     c, m, k = self.config.crop, self.config.model, self.config.track
     search, window = self.crop(frame, image_wh, state['box'], c.search_factor,
                                c.search_min_side_px, m.search_size)
-    outputs = self.model.apply(variables, state['template'], state['text'], search[None],
+    outputs = self.apply(variables, state['template'], state['text'], search[None],
                                method=type(self.model).track_step)
     outputs = jax.tree.map(lambda a: a[0], outputs)
     box_norm, score = select_box(outputs, self.hann, k.hann_weight)
@@ -177,16 +181,21 @@ class Tracker:
     self._step = jax.jit(self.fns.step_slot)
     self.state = None
 
+  def _pad(self, frame):
+    """Frames are zero-padded to a multiple of track.pad_multiple: one compilation serves many sizes."""
+    return pad_frame(frame, padded_shape([frame.shape], self.fns.config.track.pad_multiple))
+
   def initialize(self, frame, box, sentence=''):
     """frame uint8 [H, W, 3], box (x, y, w, h) px, sentence str -> {'target_bbox': box}."""
     ids, mask = self.tokenizer.encode(sentence if self.use_language else '')
-    self.state = self._init(self.variables, frame, image_wh(frame),
+    self.state = self._init(self.variables, self._pad(frame), image_wh(frame),
                             np.asarray(box, np.float32), ids, mask)
     return {'target_bbox': [float(v) for v in box]}
 
   def track(self, frame):
     """frame uint8 [H, W, 3] -> {'target_bbox': [x, y, w, h] px, 'score': best windowed score}."""
-    self.state, box, score = self._step(self.variables, self.state, frame, image_wh(frame))
+    self.state, box, score = self._step(self.variables, self.state, self._pad(frame),
+                                        image_wh(frame))
     return {'target_bbox': [float(v) for v in np.asarray(box)], 'score': float(score)}
 
 
