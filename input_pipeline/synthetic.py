@@ -283,6 +283,104 @@ def relative_speeds(boxes):
   return step / np.sqrt(boxes[:-1, 2] * boxes[:-1, 3])
 
 
+class LeaveAndReturn:
+  """reflect_fn of an out-of-view video: bounce until a chosen frame, then let the target leave
+  through the next border it meets, stay outside a few frames, turn back, and bounce again once
+  fully inside."""
+
+  def __init__(self, rng, n, frame_wh):
+    self.exit_after = int(rng.integers(int(0.2 * n), int(0.5 * n) + 1))
+    self.return_after = int(rng.integers(3, 11))
+    self.frame_wh = frame_wh
+    self.mode, self.out_frames = 'in', 0
+
+  def __call__(self, t, extent):
+    if t < self.exit_after:
+      return 'bounce'
+    l, tp, r, b = extent
+    inside = _inside_fraction((l, tp, r - l, b - tp), *self.frame_wh)
+    if self.mode == 'in':
+      self.mode = 'leaving'
+    if self.mode == 'leaving' and inside == 0.0:
+      self.mode = 'out'
+    if self.mode == 'out':
+      self.out_frames += 1
+      if self.out_frames < self.return_after:
+        return ''
+      self.mode = 'returning'
+      return 'turn'
+    if self.mode == 'returning' and inside > 1 - 1e-9:
+      self.mode = 'done'
+    return 'bounce' if self.mode == 'done' else ''
+
+
+def clutter_objects(rng, n, target_colour, o):
+  """Up to o.clutter_objects other shapes, never in the target's colour: [(shape, colour, boxes)]."""
+  others = [c for c in COLOURS if c != target_colour]
+  objects = []
+  for _ in range(int(rng.integers(0, o.clutter_objects + 1))):
+    shape, colour = str(rng.choice(SHAPES)), str(rng.choice(others))
+    side = rng.uniform(o.min_size, o.max_size)
+    start = np.array([rng.uniform(side, o.width - side), rng.uniform(side, o.height - side)])
+    angle = rng.uniform(0, 2 * math.pi)
+    velocity = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(0.1, 1.0) * side
+    path = simulate_group(rng, n, start, velocity, np.zeros((1, 2)), lambda t: np.array([side, side]),
+                          (o.width, o.height), lambda t, e: 'bounce')[:, 0]
+    objects.append((shape, colour, np.concatenate([path - side / 2, np.full((n, 2), side)], axis=1)))
+  return objects
+
+
+def camera_path(rng, n, pad, speed):
+  """[n, 2] int top-left offsets into a texture padded by `pad`: a bounded random walk, <= speed
+  px per frame per axis."""
+  cam = np.zeros((n, 2))
+  cam[0] = pad + rng.uniform(-pad / 2, pad / 2, size=2)
+  velocity = rng.uniform(-speed, speed, size=2)
+  for t in range(1, n):
+    velocity = np.clip(velocity + rng.normal(0, 0.15, size=2), -speed, speed)
+    cam[t] = cam[t - 1] + velocity
+    for a in range(2):
+      if not 0 <= cam[t, a] <= 2 * pad:
+        velocity[a] = -velocity[a]
+        cam[t, a] = np.clip(cam[t, a], 0, 2 * pad)
+  return np.round(cam).astype(int)
+
+
+def place_occluder(rng, world_centres, target_wh, velocity, n):
+  """World box (x, y, w, h) of an opaque occluder centred on the target's world centre at a frame
+  in the middle third, longer along the motion so that it hides the target for a few frames."""
+  t = int(rng.integers(int(0.3 * n), int(0.7 * n) + 1))
+  cx, cy = world_centres[t]
+  side = max(target_wh)
+  along = side * rng.uniform(1.6, 2.4) + np.linalg.norm(velocity) * rng.uniform(3, 8)
+  across = side * rng.uniform(1.6, 2.4)
+  ow, oh = (along, across) if abs(velocity[0]) >= abs(velocity[1]) else (across, along)
+  return np.array([cx - ow / 2, cy - oh / 2, ow, oh])
+
+
+def annotate(boxes, other_boxes, occluders, frame_wh):
+  """Per-frame marks of the target's true boxes [n, 4].
+
+  other_boxes: list of [n, 4] (twin, clutter); occluders: per frame (x, y, w, h) in the image or None.
+  Returns {'annotation', 'visible', 'occluded', 'out_of_view', 'clean'} (see Video).
+  """
+  width, height = frame_wh
+  n = len(boxes)
+  marks = {k: np.zeros(n, bool) for k in ('visible', 'occluded', 'out_of_view', 'clean')}
+  marks['annotation'] = np.zeros((n, 4))
+  for t, box in enumerate(boxes):
+    occluder = occluders[t]
+    marks['occluded'][t] = occluder is not None and _contains(occluder, box)
+    marks['out_of_view'][t] = _inside_fraction(box, width, height) < 0.25
+    marks['visible'][t] = not (marks['occluded'][t] or marks['out_of_view'][t])
+    if marks['visible'][t]:
+      marks['annotation'][t] = _clip_box(box, width, height)
+    blockers = [b[t] for b in other_boxes] + ([occluder] if occluder is not None else [])
+    marks['clean'][t] = (_contains((0.0, 0.0, width, height), box) and
+                         not any(_overlaps(box, other) for other in blockers))
+  return marks
+
+
 # ------------------------------------------------------------------------- one video
 
 
@@ -339,116 +437,47 @@ def make_video(seed, index, options=Options()):
   start = np.array([rng.uniform(spread[0], width - spread[0]),
                     rng.uniform(spread[1], height - spread[1])])
 
-  exit_after = int(rng.integers(int(0.2 * n), int(0.5 * n) + 1))
-  state = {'mode': 'in', 'out_frames': 0, 'return_after': int(rng.integers(3, 11))}
-
-  def target_reflects(t, extent):
-    """Out-of-view videos: from exit_after, let the target leave, wait outside, then return."""
-    if not leaves or t < exit_after:
-      return 'bounce'
-    l, tp, r, b = extent
-    inside = _inside_fraction((l, tp, r - l, b - tp), width, height)
-    if state['mode'] == 'in':
-      state['mode'] = 'leaving'
-    if state['mode'] == 'leaving' and inside == 0.0:
-      state['mode'] = 'out'
-    if state['mode'] == 'out':
-      state['out_frames'] += 1
-      if state['out_frames'] >= state['return_after']:
-        state['mode'] = 'returning'
-        return 'turn'  # heads back towards the image
-      return ''
-    if state['mode'] == 'returning' and inside > 1 - 1e-9:
-      state['mode'] = 'done'
-    return 'bounce' if state['mode'] == 'done' else ''
-
-  paths = simulate_group(rng, n, start, velocity, offsets, size_fn, (width, height), target_reflects)
+  policy = LeaveAndReturn(rng, n, (width, height)) if leaves else (lambda t, extent: 'bounce')
+  paths = simulate_group(rng, n, start, velocity, offsets, size_fn, (width, height), policy)
   sizes = np.stack([size_fn(t) for t in range(n)])
   boxes = np.concatenate([paths[:, 0] - sizes / 2, sizes], axis=1)
-  objects = []  # (shape, colour, boxes [n, 4], velocity per frame [n, 2]) drawn below the target
+  objects = []  # (shape, colour, boxes [n, 4]), drawn below the target; the twin first
   if twin == 'position':
     objects.append((shape, colour, np.concatenate([paths[:, 1] - sizes / 2, sizes], axis=1)))
   elif twin == 'motion':
     twin_path = simulate_group(rng, n, start + twin_offset, -velocity, np.zeros((1, 2)), size_fn,
                                (width, height), lambda t, e: 'bounce')[:, 0]
     objects.append((shape, colour, np.concatenate([twin_path - sizes / 2, sizes], axis=1)))
-  others = [c for c in COLOURS if c != colour]
-  for _ in range(int(rng.integers(0, o.clutter_objects + 1))):
-    c_shape, c_colour = str(rng.choice(SHAPES)), str(rng.choice(others))
-    c_side = rng.uniform(o.min_size, o.max_size)
-    c_start = np.array([rng.uniform(c_side, width - c_side), rng.uniform(c_side, height - c_side)])
-    angle = rng.uniform(0, 2 * math.pi)
-    c_vel = np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(0.1, 1.0) * c_side
-    c_path = simulate_group(rng, n, c_start, c_vel, np.zeros((1, 2)),
-                            lambda t, s=c_side: np.array([s, s]), (width, height),
-                            lambda t, e: 'bounce')[:, 0]
-    objects.append((c_shape, c_colour, np.concatenate([c_path - c_side / 2, np.full((n, 2), c_side)],
-                                                      axis=1)))
+  objects += clutter_objects(rng, n, colour, o)
 
-  # Camera: integer offsets into a texture larger than the frame; a bounded random walk.
   pad = int(math.ceil(o.camera_speed * o.max_frames / 2)) + 4
   texture = background_texture(rng, height + 2 * pad, width + 2 * pad)
-  cam = np.zeros((n, 2))
-  cam[0] = pad + rng.uniform(-pad / 2, pad / 2, size=2)
-  cam_vel = rng.uniform(-o.camera_speed, o.camera_speed, size=2)
-  for t in range(1, n):
-    cam_vel = np.clip(cam_vel + rng.normal(0, 0.15, size=2), -o.camera_speed, o.camera_speed)
-    cam[t] = cam[t - 1] + cam_vel
-    for a in range(2):
-      if not 0 <= cam[t, a] <= 2 * pad:
-        cam_vel[a] = -cam_vel[a]
-        cam[t, a] = np.clip(cam[t, a], 0, 2 * pad)
-  cam = np.round(cam).astype(int)
+  cam = camera_path(rng, n, pad, o.camera_speed)
 
-  # Occluder: world-fixed, on the target's position at t_occ, longer along the motion.
-  occluder_world = None
-  if occlusion:
-    t_occ = int(rng.integers(int(0.3 * n), int(0.7 * n) + 1))
-    cx, cy = paths[t_occ, 0] + cam[t_occ]
-    along = max(w0, h0) * rng.uniform(1.6, 2.4) + relative * size * rng.uniform(3, 8)
-    across = max(w0, h0) * rng.uniform(1.6, 2.4)
-    ow, oh = (along, across) if unit[0] else (across, along)
-    occluder_world = np.array([cx - ow / 2, cy - oh / 2, ow, oh])
+  occluder_world = (place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n)
+                    if occlusion else None)
   grey = rng.uniform(70, 170)
   occluder_colour = tuple(int(grey + rng.uniform(-15, 15)) for _ in range(3))
-
-  occluded = np.zeros(n, bool)
-  out_of_view = np.zeros(n, bool)
-  clean = np.zeros(n, bool)
-  annotation = np.zeros((n, 4))
-  frames = []
-  for t in range(n):
-    box = boxes[t]
-    occluder = None
-    if occluder_world is not None:
-      occluder = occluder_world - np.array([cam[t, 0], cam[t, 1], 0, 0])
-      occluded[t] = _contains(occluder, box)
-    out_of_view[t] = _inside_fraction(box, width, height) < 0.25
-    if not (occluded[t] or out_of_view[t]):
-      annotation[t] = _clip_box(box, width, height)
-    blockers = [obj_boxes[t] for _, _, obj_boxes in objects] + ([occluder] if occluder is not None else [])
-    clean[t] = (_contains((0.0, 0.0, width, height), box) and
-                not any(_overlaps(box, other) for other in blockers))
-    frames.append(_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes,
-                          occluder, occluder_colour))
-  visible = ~(occluded | out_of_view)
-
+  occluders = ([None] * n if occluder_world is None else
+               [occluder_world - np.array([cam[t, 0], cam[t, 1], 0, 0]) for t in range(n)])
+  marks = annotate(boxes, [obj[2] for obj in objects], occluders, (width, height))
+  frames = [_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes, occluders[t],
+                    occluder_colour) for t in range(n)]
   if twin == 'position':
     sentence = f'{colour} {shape} {RELATIONS[relation]} an identical {shape}, moving {direction}'
   elif twin == 'motion':
     sentence = f'{colour} {shape} moving {direction}, not the identical one moving {OPPOSITE[direction]}'
   else:
     sentence = f'{colour} {shape} moving {direction}'
-  speeds = relative_speeds(boxes)
+  partly_hidden = any(occ is not None and _overlaps(b, occ, 0.0) for b, occ in zip(boxes, occluders))
   attributes = {
-      'full_occlusion': int(occluded.any()),
-      'partial_occlusion': int(any(_overlaps(boxes[t], occluder_world - [*cam[t], 0, 0], 0.0)
-                                   for t in range(n)) if occluder_world is not None else 0),
-      'out_of_view': int(out_of_view.any()),
+      'full_occlusion': int(marks['occluded'].any()),
+      'partial_occlusion': int(partly_hidden),
+      'out_of_view': int(marks['out_of_view'].any()),
       'fast_motion': int(fast),
-      'motion_blur': int(speeds.max() > 0.5),
+      'motion_blur': int(relative_speeds(boxes).max() > 0.5),
       'camera_motion': 1,
-      'background_clutter': int(len(objects) - (1 if twin else 0) > 0),
+      'background_clutter': int(len(objects) > (1 if twin else 0)),
       'similar_object': int(bool(twin)),
       'scale_variation': int(sizes.prod(1).max() / sizes.prod(1).min() > 1.2),
       'aspect_ratio_change': 0,
@@ -461,9 +490,8 @@ def make_video(seed, index, options=Options()):
       'language_ambiguity': 0,
   }
   return Video(index=index, name='', shape=shape, colour=colour, direction=direction,
-               sentence=sentence, frames=frames, boxes=boxes, annotation=annotation,
-               visible=visible, occluded=occluded, out_of_view=out_of_view, clean=clean, fast=fast,
-               twin=twin, attributes=attributes, twin_boxes=objects[0][2] if twin else None)
+               sentence=sentence, frames=frames, boxes=boxes, fast=fast, twin=twin,
+               attributes=attributes, twin_boxes=objects[0][2] if twin else None, **marks)
 
 
 def _render(texture, cam, frame_wh, objects, t, shape, colour, boxes, occluder, occluder_colour):
@@ -498,6 +526,11 @@ def _rows(array, fmt='{:.2f}'):
   return ''.join(','.join(fmt.format(v) for v in row) + '\n' for row in array)
 
 
+def _write_text(path, text):
+  with open(path, 'w') as f:
+    f.write(text)
+
+
 def write_video(out, fmt, video, options=Options()):
   """Writes one video in the LaSOT or VL-SOT layout; returns its folder."""
   if fmt == 'lasot':
@@ -511,7 +544,7 @@ def write_video(out, fmt, video, options=Options()):
     Image.fromarray(frame).save(os.path.join(image_dir, f'{i + 1:0{digits}d}.jpg'),
                                 quality=options.jpeg_quality, subsampling=0)
   boxes = _rows(video.annotation)
-  write = lambda name, text: open(os.path.join(folder, name), 'w').write(text)
+  write = lambda name, text: _write_text(os.path.join(folder, name), text)
   if fmt == 'lasot':
     write('groundtruth.txt', boxes)
     write('full_occlusion.txt', ','.join(str(int(v)) for v in video.occluded) + '\n')
@@ -576,11 +609,9 @@ def generate(out, fmt='lasot', videos=40, seed=0, options=None, verbose=True, **
     made.append(video)
     video.frames = None  # written; free the pixels
   for key, names in split.items():
-    with open(os.path.join(out, f'{key}.txt'), 'w') as f:
-      f.write(''.join(n + '\n' for n in names))
+    _write_text(os.path.join(out, f'{key}.txt'), ''.join(n + '\n' for n in names))
   if fmt == 'vlsot':
-    with open(os.path.join(out, 'attribute_names.txt'), 'w') as f:
-      f.write(''.join(n + '\n' for n in ATTRIBUTE_NAMES))
+    _write_text(os.path.join(out, 'attribute_names.txt'), ''.join(n + '\n' for n in ATTRIBUTE_NAMES))
   speed = speed_report(made, options.fast_fraction)
   report = {
       'format': fmt, 'videos': videos, 'seed': seed, 'options': dataclasses.asdict(options),
