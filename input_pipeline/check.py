@@ -6,7 +6,7 @@ Prints the sequences and frames found and every problem with its path: missing f
 box count != frame count, unparsable annotations (errors: the tree is unusable as laid out), and
 invalid boxes on visible frames, empty sentences, frames that do not decode (warnings: bad data the
 stream replaces). Frames decoded with PIL: the first, the last and --sample more per sequence, or
-all with --full. Exit status 1 when there is an error or no sequence (--strict: any warning too).
+all with --full; --list prints every sequence. Exit status 1 when there is an error or no sequence (--strict: any warning too).
 """
 
 import os
@@ -29,6 +29,7 @@ flags.DEFINE_string('attributes_file', None, 'attribute file (LaSOT: pytracking 
 flags.DEFINE_bool('full', False, 'decode every frame, not a sample')
 flags.DEFINE_integer('sample', 3, 'frames decoded per sequence besides the first and the last')
 flags.DEFINE_bool('strict', False, 'warnings also make the exit status non-zero')
+flags.DEFINE_bool('list', False, 'print one line per sequence: name, frames, visible frames, sentence')
 
 
 def sample_indices(n, sample, full):
@@ -48,9 +49,13 @@ def decode_problem(path):
     return f'unreadable image ({type(e).__name__}: {e})'
 
 
-def check(dataset, data_dir, split=None, attributes_file=None, full=False, sample=3, out=print):
+def check(dataset, data_dir, split=None, attributes_file=None, full=False, sample=3, out=print,
+          list_sequences=False):
   """Scans and decodes; prints with `out`; returns (scan, decode problems)."""
   scan = readers.scan_dataset(dataset, data_dir, split, attributes_file)
+  if list_sequences:
+    for seq in scan.sequences:
+      out(f'{seq.name}: {len(seq)} frames, {int(seq.visible.sum())} visible, {seq.sentence!r}')
   decode = []
   for seq in scan.sequences:
     for i in sample_indices(len(seq), sample, full):
@@ -78,7 +83,8 @@ def main(argv):
     sys.exit('usage: python -m input_pipeline.check --dataset=NAME --data_dir=PATH [--split=...]')
   try:
     scan, decode = check(FLAGS.dataset, os.path.expanduser(FLAGS.data_dir), FLAGS.split,
-                         FLAGS.attributes_file, FLAGS.full, FLAGS.sample)
+                         FLAGS.attributes_file, FLAGS.full, FLAGS.sample,
+                         list_sequences=FLAGS.list)
   except readers.DatasetError as e:
     print(f'error: {e}')
     sys.exit(1)

@@ -48,6 +48,10 @@ def test_clean_tree_passes_with_counts(tree):
   result = run_cli('--dataset=lasot_ext', f'--data_dir={root}')
   assert result.returncode == 0, result.stdout + result.stderr
   assert result.stdout.strip().endswith('OK') and 'official release: 150' in result.stdout
+  listed = run_cli('--dataset=synthetic', f'--data_dir={root}', '--list').stdout.splitlines()
+  first = next(s for s in scan.sequences if s.name == listed[0].split(':')[0])
+  assert listed[0] == (f'{first.name}: {len(first)} frames, {int(first.visible.sum())} visible, '
+                       f'{first.sentence!r}')
 
 
 def test_planted_problems_are_found_with_paths(tree, tmp_path):

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from input_pipeline import readers
@@ -127,6 +128,11 @@ def test_layouts_parse_with_the_readers(tmp_path):
       assert seq.sentence == video.sentence
       np.testing.assert_allclose(seq.boxes, video.annotation, atol=0.005)
       np.testing.assert_array_equal(seq.visible, video.visible)
+      for t in np.nonzero(video.clean)[0][:3]:  # the JPEG on disk shows the target at the box centre
+        x, y, w, h = video.boxes[t]
+        pixel = np.asarray(Image.open(seq.frames[t]).convert('RGB'))[int(y + h / 2), int(x + w / 2)]
+        if not video.fast:
+          assert np.abs(pixel.astype(int) - synthetic.COLOURS[video.colour]).max() <= 40
       if fmt == 'vlsot':
         attrs = {k: seq.attributes[k] for k in synthetic.ATTRIBUTE_NAMES}
         assert attrs == video.attributes
