@@ -6,7 +6,8 @@ Prints the sequences and frames found and every problem with its path: missing f
 box count != frame count, unparsable annotations (errors: the tree is unusable as laid out), and
 invalid boxes on visible frames, empty sentences, frames that do not decode (warnings: bad data the
 stream replaces). Frames decoded with PIL: the first, the last and --sample more per sequence, or
-all with --full; --list prints every sequence. Exit status 1 when there is an error or no sequence (--strict: any warning too).
+all with --full; --list prints every sequence. Exit status 1 when there is an error or no
+sequence (--strict: any warning too).
 """
 
 import os

@@ -187,7 +187,7 @@ def box_warnings(sequence, folder):
   return problems
 
 
-def scan_folders(dataset, items, build):
+def scan_folders(items, build):
   """Scan over items (name, folder): build(name, folder) -> Sequence, or raises SequenceProblem."""
   scan = Scan()
   for name, folder in items:

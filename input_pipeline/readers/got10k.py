@@ -52,4 +52,4 @@ def scan(root, split=None, attributes_file=None):
   if split == 'train' and os.path.isdir(os.path.join(root, 'train')):
     root = os.path.join(root, 'train')
   items = [(n, os.path.join(root, n)) for n in common.subfolders(root)]
-  return common.scan_folders('got10k', items, build)
+  return common.scan_folders(items, build)

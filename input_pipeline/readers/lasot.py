@@ -10,8 +10,6 @@ import csv
 import json
 import os
 
-import numpy as np
-
 from input_pipeline.readers import common
 
 SPLIT_DIR = os.path.join(os.path.dirname(__file__), 'splits')
@@ -85,4 +83,4 @@ def scan(root, split=None, attributes_file=None, dataset='lasot'):
     if split not in (None, 'test', 'all'):
       raise common.DatasetError(f"{dataset}: no split {split!r} (use None or 'test')")
     items = tree_items(root)
-  return common.scan_folders(dataset, items, lambda n, f: build(dataset, n, f, attributes))
+  return common.scan_folders(items, lambda n, f: build(dataset, n, f, attributes))

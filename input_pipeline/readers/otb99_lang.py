@@ -80,8 +80,7 @@ def scan(root, split=None, attributes_file=None):
   for part in ([split] if split else ['train', 'test']):
     queries = common.require(os.path.join(root, f'OTB_query_{part}'), 'folder')
     names = sorted(n[:-4] for n in os.listdir(queries) if n.endswith('.txt'))
-    part_scan = common.scan_folders(
-        'otb99_lang', [(n, queries) for n in names], lambda n, q: build(videos, q, n))
+    part_scan = common.scan_folders([(n, queries) for n in names], lambda n, q: build(videos, q, n))
     scan.sequences += part_scan.sequences
     scan.problems += part_scan.problems
   return scan

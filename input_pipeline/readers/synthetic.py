@@ -37,4 +37,4 @@ def scan(root, split=None, attributes_file=None):
     wanted = common.read_name_list(os.path.join(root, f'{split}.txt'))
     by_name = dict(items)
     items = [(n, by_name.get(n, os.path.join(root, n))) for n in wanted]  # absent: 'missing folder'
-  return common.scan_folders('synthetic', items, build)
+  return common.scan_folders(items, build)

@@ -55,4 +55,4 @@ def build(name, folder):
 
 def scan(root, split=None, attributes_file=None):
   del attributes_file
-  return common.scan_folders('tnl2k', tree_items(split_root(root, split)), build)
+  return common.scan_folders(tree_items(split_root(root, split)), build)

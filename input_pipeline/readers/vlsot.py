@@ -76,4 +76,4 @@ def scan(root, split=None, attributes_file=None, dataset='vlsot230'):
   if split not in (None, 'test', 'all'):
     raise common.DatasetError(f"{dataset}: no split {split!r} (use None or 'test')")
   names = attribute_names(root, attributes_file)
-  return common.scan_folders(dataset, tree_items(root), lambda n, f: build(dataset, n, f, names))
+  return common.scan_folders(tree_items(root), lambda n, f: build(dataset, n, f, names))
