@@ -141,28 +141,38 @@ def crop_jax(frame, window, out_size, fill=None):
 
 # ---------------------------------------------------------------------------------------- TF
 
-def crop_tf_float(frame, window, out_size, fill=None):
+def resize_box(window, height, width, out_size, stack=np.stack):
+  """tf.image.crop_and_resize box [4] (y1, x1, y2, x2) that samples a window's crop from an H x W frame
+  padded by one pixel on each side.
+
+  crop_and_resize samples row i at y1 (Hp-1) + i (y2-y1)(Hp-1)/(S-1) of the padded frame (Hp = H + 2);
+  the box puts those samples at our half-pixel positions (+1 for the pad row). numpy by default; pass
+  stack=tf.stack for tensors.
+  """
+  cx, cy, side = window[0], window[1], window[2]
+  step = side / out_size
+  y_first = cy - side / 2.0 + 0.5 * step + 0.5  # -0.5 (pixel centres at .5) + 1 (pad)
+  x_first = cx - side / 2.0 + 0.5 * step + 0.5
+  span = step * (out_size - 1)
+  hp, wp = height + 1.0, width + 1.0  # (H + 2) - 1
+  return stack([y_first / hp, x_first / wp, (y_first + span) / hp, (x_first + span) / wp])
+
+
+def crop_tf_float(frame, window, out_size, fill=None, box=None):
   """TF crop as float32 [S, S, 3] (0..255, not rounded); the same map as crop_jax_float.
 
-  tf.image.crop_and_resize samples at y1 (Hp-1) + i (y2-y1)(Hp-1)/(S-1) and extrapolates with one
-  constant; sampling the frame minus `fill`, padded by one zero pixel, with the box chosen so those
-  positions are ours, gives bilinear sampling of the fill-extended frame exactly.
+  Sampling the frame minus `fill`, padded by one zero pixel, with crop_and_resize (which extrapolates
+  with one constant, here 0) at our positions gives bilinear sampling of the fill-extended frame.
+  box: resize_box(...) precomputed (the stream computes it in float64 numpy), else computed here.
   """
   import tensorflow as tf  # the tracker imports this module without TF
   image = tf.cast(frame, tf.float32)
   fill = tf.reduce_mean(image, axis=(0, 1)) if fill is None else tf.cast(fill, tf.float32)
-  window = tf.cast(window, tf.float32)
-  cx, cy, side = window[0], window[1], window[2]
+  if box is None:
+    shape = tf.cast(tf.shape(image), tf.float32)
+    box = resize_box(tf.cast(window, tf.float32), shape[0], shape[1], out_size, stack=tf.stack)
   padded = tf.pad(image - fill, [[1, 1], [1, 1], [0, 0]])
-  hp = tf.cast(tf.shape(padded)[0], tf.float32)
-  wp = tf.cast(tf.shape(padded)[1], tf.float32)
-  step = side / out_size
-  y_first = cy - side / 2.0 + 0.5 * step - 0.5 + 1.0  # +1: the pad row
-  x_first = cx - side / 2.0 + 0.5 * step - 0.5 + 1.0
-  span = step * (out_size - 1)
-  box = tf.stack([y_first / (hp - 1.0), x_first / (wp - 1.0),
-                  (y_first + span) / (hp - 1.0), (x_first + span) / (wp - 1.0)])
-  crop = tf.image.crop_and_resize(padded[None], box[None], [0], [out_size, out_size],
+  crop = tf.image.crop_and_resize(padded[None], tf.cast(box, tf.float32)[None], [0], [out_size, out_size],
                                   method='bilinear', extrapolation_value=0.0)[0]
   return crop + fill
 

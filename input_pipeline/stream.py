@@ -1,0 +1,386 @@
+"""The training stream (DESIGN §2): template/search pairs as a pure function of (seed, g).
+
+Example g = step * B + j of the global batch is planned in Python from a counter-based Philox
+generator keyed by (seed, g, attempt) -- stateless: no state survives between examples, so any
+example can be rebuilt alone, on any host, after any restart. The plan picks a dataset by weight, a
+sequence, a visible template frame and a visible search frame at most max_gap frames apart, jitters
+both boxes (TransT's units: size x exp(N(0, scale_jitter)), centre + sqrt(w h) centre_jitter U(-1/2,
+1/2)), picks per-image brightness and a joint grayscale flip, and reads the frames' bytes. tf.data then
+decodes only each window (JPEG: `decode_and_crop_jpeg` on the window clipped to the image, plus a
+small margin; PNG: whole) and crops it with `crops.crop_tf_float`; pixels
+outside the image take the mean of the decoded part (the frame mean when the window covers the frame).
+The window is clipped to the image size read from the frame's header by the planner, which computes
+all geometry in float64 numpy so that tf.data and eager rebuilds give identical bytes.
+
+Bad data never shifts later samples: a plan that meets a bad sentence, a box that is not finite and
+positive or misses the image, a missing or unreadable frame, retries the same g with attempt + 1; a
+frame that only fails while decoding is dropped by tf.data and rebuilt by the same function with the
+next attempt. Every replacement is counted by reason (`replacements()`).
+
+Host h of H builds examples [h b, (h+1) b) of every global batch (b = B / H); `to_global` joins the
+host slices into one jax.Array, so the global batch is the same for any number of hosts.
+"""
+
+import collections
+import io
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from input_pipeline import crops
+from input_pipeline import sequence as sequence_lib
+from input_pipeline import tokenize
+
+REASONS = ('empty_sentence', 'non_ascii_sentence', 'long_sentence', 'no_visible_frame', 'bad_box',
+           'box_outside_image', 'missing_frame', 'corrupt_frame')
+MAX_ATTEMPTS = 64  # consecutive bad attempts for one example before the data is declared unusable
+DECODE_MARGIN = 4  # px decoded beyond the window: chroma upsampling is wrong at a crop's border
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2/PIL grayscale
+
+
+def sentence_problem(sentence, tokenizer, longer):
+  """The reason a sentence is unusable ('empty_sentence', ...), or None.
+
+  `longer` is a Tokenizer with max_len + 1: a sentence it encodes to more than max_len tokens
+  ([CLS] and [SEP] included) would be truncated, which changes what it says.
+  """
+  if not sentence or not sentence.strip():
+    return 'empty_sentence'
+  if not sentence.isascii():
+    return 'non_ascii_sentence'
+  if int(longer.encode(sentence)[1].sum()) > tokenizer.max_len:
+    return 'long_sentence'
+  return None
+
+
+def raw_frame_reader(sequence, index):
+  """Bytes of frame `index` of a sequence read from its folder; OSError when missing."""
+  with open(sequence.frames[index], 'rb') as f:
+    return f.read()
+
+
+def image_size(data):
+  """(width, height) from an encoded image's header; ValueError when it is not a readable image."""
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      return image.size
+  except Exception as e:  # PIL raises several types for bad headers
+    raise ValueError(f'unreadable image: {e}') from e
+
+
+def _box_ok(box):
+  return bool(np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0)
+
+
+def _box_in_image(box, size):
+  x, y, w, h = box
+  return x < size[0] and y < size[1] and x + w > 0 and y + h > 0
+
+
+def jitter_box(rng, box, center_jitter, scale_jitter):
+  """TransT's jitter of an (x, y, w, h) box: size x exp(N(0, s)), centre + sqrt(w h) c U(-1/2, 1/2)."""
+  size = box[2:4] * np.exp(rng.normal(size=2) * scale_jitter)
+  offset = np.sqrt(np.prod(size)) * center_jitter * (rng.random(2) - 0.5)
+  centre = box[:2] + box[2:4] / 2.0 + offset
+  return np.concatenate([centre - size / 2.0, size])
+
+
+class _SequenceInfo:
+  """What the planner needs per sequence, computed once: visible frames, tokens, sentence check."""
+
+  def __init__(self, seq, tokenizer, longer):
+    self.seq = seq
+    self.visible = np.flatnonzero(seq.visible)
+    self.problem = sentence_problem(seq.sentence, tokenizer, longer)
+    self.ids, self.mask = tokenizer.encode(seq.sentence if self.problem is None else '')
+    self.text_key = sequence_lib.text_key(self.ids)
+
+
+class PairStream:
+  """PairStream(config, sequences_by_dataset, host_id=0, num_hosts=1): host-local batches of pairs.
+
+  `.batch(step)` and `.iterate(start_step)` give dicts of numpy arrays (b = B / num_hosts):
+  template uint8 [b, Ht, Ht, 3], search uint8 [b, Hs, Hs, 3], search_box f32 [b, 4] (normalised cx, cy,
+  w, h in the search crop), text_ids / text_mask int32 [b, L], text_key / sequence_key int32 [b].
+  frame_reader(sequence, index) -> bytes reads frames (default: the files; tfds_builders gives one for
+  config.data.source = 'tfds').
+  """
+
+  def __init__(self, config, sequences_by_dataset, host_id=0, num_hosts=1, frame_reader=None):
+    batch = config.train.batch_size
+    if batch % num_hosts:
+      raise ValueError(f'global batch {batch} is not divisible by {num_hosts} hosts')
+    if not 0 <= host_id < num_hosts:
+      raise ValueError(f'host_id {host_id} not in [0, {num_hosts})')
+    self.config = config
+    self.global_batch = batch
+    self.host_batch = batch // num_hosts
+    self.host_id = host_id
+    if frame_reader is None:
+      frame_reader = self._default_reader(config, sequences_by_dataset)
+    self._read = frame_reader
+    tokenizer = tokenize.tokenizer_for(config.model)
+    longer = tokenize.Tokenizer(tokenizer.vocab_path, max_len=tokenizer.max_len + 1)
+    self.text_len = tokenizer.max_len
+    weights = {k: float(v) for k, v in dict(config.data.weights).items() if float(v) > 0}
+    missing = sorted(set(weights) - set(sequences_by_dataset))
+    if missing or not weights:
+      raise ValueError(f'config.data.weights {dict(config.data.weights)} names datasets without sequences: '
+                       f'{missing or "none weighted"}; given {sorted(sequences_by_dataset)}')
+    self.datasets = sorted(weights)
+    self._cumulative = np.cumsum([weights[d] for d in self.datasets]) / sum(weights.values())
+    self._infos = []
+    for name in self.datasets:
+      seqs = list(sequences_by_dataset[name])
+      if not seqs:
+        raise ValueError(f'dataset {name!r} has no sequences')
+      self._infos.append([_SequenceInfo(s, tokenizer, longer) for s in seqs])
+    self._counts = collections.Counter()
+    self._example_fn = tf.function(self._example)
+
+  @staticmethod
+  def _default_reader(config, sequences_by_dataset):
+    if config.data.source == 'raw':
+      return raw_frame_reader
+    if config.data.source == 'tfds':
+      from input_pipeline import tfds_builders
+      return tfds_builders.FrameReader(config.data.tfds_dir, sequences_by_dataset)
+    raise ValueError(f"config.data.source {config.data.source!r}: expected 'raw' or 'tfds'")
+
+  # ------------------------------------------------------------------------------ plan (Python)
+
+  def _rng(self, g, attempt):
+    key = (int(self.config.seed) << 64) | (int(g) << 16) | int(attempt)
+    return np.random.Generator(np.random.Philox(key=key))
+
+  def _try(self, g, attempt):
+    """One attempt at example g: (plan dict, None) or (None, reason)."""
+    d, c = self.config.data, self.config.crop
+    rng = self._rng(g, attempt)
+    infos = self._infos[int(np.searchsorted(self._cumulative, rng.random(), side='right'))]
+    info = infos[rng.integers(len(infos))]
+    if info.problem:
+      return None, info.problem
+    if not len(info.visible):
+      return None, 'no_visible_frame'
+    t = info.visible[rng.integers(len(info.visible))]
+    lo = np.searchsorted(info.visible, t - d.max_gap, side='left')
+    hi = np.searchsorted(info.visible, t + d.max_gap, side='right')
+    s = info.visible[rng.integers(lo, hi)]
+    boxes = info.seq.boxes[[t, s]]
+    if not (_box_ok(boxes[0]) and _box_ok(boxes[1])):
+      return None, 'bad_box'
+    data, sizes = [], []
+    for index, box in zip((t, s), boxes):
+      try:
+        data.append(self._read(info.seq, index))
+      except OSError:
+        return None, 'missing_frame'
+      try:
+        size = image_size(data[-1])
+      except ValueError:
+        return None, 'corrupt_frame'
+      if not _box_in_image(box, size):
+        return None, 'box_outside_image'
+      sizes.append(size)
+    t_box = jitter_box(rng, boxes[0], d.template_center_jitter, d.template_scale_jitter)
+    s_box = jitter_box(rng, boxes[1], d.center_jitter, d.scale_jitter)
+    t_window = crops.crop_window(t_box, c.template_factor, c.template_min_side_px, c.size_rule)
+    s_window = crops.crop_window(s_box, c.search_factor, c.search_min_side_px, c.size_rule)
+    brightness = rng.uniform(max(0.0, 1.0 - d.brightness), 1.0 + d.brightness, size=2)
+    gray = rng.random() < d.grayscale_prob
+    regions, resize_boxes = [], []
+    for window, (width, height), out in zip((t_window, s_window), sizes,
+                                            (self.config.model.template_size, self.config.model.search_size)):
+      y0, y1, x0, x1 = window_region(window, height, width)
+      regions.append((y0, y1, x0, x1))
+      shifted = window - np.array([x0, y0, 0.0])
+      resize_boxes.append(crops.resize_box(shifted, y1 - y0, x1 - x0, out))
+    return dict(t_bytes=data[0], s_bytes=data[1], windows=np.stack([t_window, s_window]),
+                regions=np.array(regions, np.int32), resize_boxes=np.array(resize_boxes, np.float32),
+                brightness=brightness, gray=gray,
+                search_box=crops.box_to_crop(boxes[1], s_window), ids=info.ids, mask=info.mask,
+                text_key=info.text_key, sequence_key=info.seq.sequence_key,
+                sequence=info.seq, frames=(int(t), int(s))), None
+
+  def plan(self, g, first_attempt=0):
+    """(plan, attempt, reasons Counter) for example g, trying attempts first_attempt, first_attempt+1, ..."""
+    reasons = collections.Counter()
+    for attempt in range(first_attempt, first_attempt + MAX_ATTEMPTS):
+      result, reason = self._try(g, attempt)
+      if result is not None:
+        return result, attempt, reasons
+      reasons[reason] += 1
+    raise RuntimeError(f'example {g}: {MAX_ATTEMPTS} attempts in a row hit bad data ({dict(reasons)}); '
+                       'run `python -m input_pipeline.check` on the datasets')
+
+  def _plan_np(self, g, first_attempt):
+    plan, attempt, reasons = self.plan(int(g), int(first_attempt))
+    counts = np.array([reasons[r] for r in REASONS], np.int32)
+    return (np.array(plan['t_bytes'], dtype=object), np.array(plan['s_bytes'], dtype=object),
+            plan['regions'], plan['resize_boxes'], plan['brightness'].astype(np.float32),
+            np.bool_(plan['gray']), plan['search_box'].astype(np.float32), plan['ids'], plan['mask'],
+            np.int32(plan['text_key']), np.int32(plan['sequence_key']), counts, np.int64(attempt))
+
+  # ------------------------------------------------------------------------------ pixels (TF)
+
+  def _example(self, g, first_attempt):
+    """One example as a dict of tensors (the plan runs in Python, decoding and cropping in TF)."""
+    m = self.config.model
+    out = tf.numpy_function(
+        self._plan_np, [g, first_attempt],
+        [tf.string, tf.string, tf.int32, tf.float32, tf.float32, tf.bool, tf.float32, tf.int32,
+         tf.int32, tf.int32, tf.int32, tf.int32, tf.int64], stateful=False)
+    (t_bytes, s_bytes, regions, boxes, brightness, gray, search_box, ids, mask, text_key, seq_key, counts,
+     attempt) = out
+    regions = tf.ensure_shape(regions, [2, 4])
+    boxes = tf.ensure_shape(boxes, [2, 4])
+    brightness = tf.ensure_shape(brightness, [2])
+    gray = tf.ensure_shape(gray, [])
+    template = render(t_bytes, regions[0], boxes[0], m.template_size, brightness[0], gray)
+    search = render(s_bytes, regions[1], boxes[1], m.search_size, brightness[1], gray)
+    return dict(g=g, attempt=tf.ensure_shape(attempt, []), template=template, search=search,
+                search_box=tf.ensure_shape(search_box, [4]),
+                text_ids=tf.ensure_shape(ids, [self.text_len]),
+                text_mask=tf.ensure_shape(mask, [self.text_len]),
+                text_key=tf.ensure_shape(text_key, []), sequence_key=tf.ensure_shape(seq_key, []),
+                counts=tf.ensure_shape(counts, [len(REASONS)]))
+
+  def example(self, g):
+    """Example g built eagerly (dict of numpy), as tf.data builds it; a frame that fails to decode
+    moves on to the next attempt, counted as 'corrupt_frame'."""
+    first, extra = 0, collections.Counter()
+    while True:
+      _, attempt, _ = self.plan(g, first)
+      try:
+        example = {k: v.numpy() for k, v in self._example_fn(tf.constant(g, tf.int64),
+                                                              tf.constant(first, tf.int64)).items()}
+      except tf.errors.OpError:
+        extra['corrupt_frame'] += 1
+        first = attempt + 1
+        if first > MAX_ATTEMPTS * 4:
+          raise RuntimeError(f'example {g}: every attempt failed to decode')
+        continue
+      example['counts'] = example['counts'] + np.array([extra[r] for r in REASONS], np.int32)
+      return example
+
+  # ------------------------------------------------------------------------------ batches
+
+  def host_indices(self, step):
+    """Global example indices g [b] that this host builds for global batch `step`."""
+    start = step * self.global_batch + self.host_id * self.host_batch
+    return np.arange(start, start + self.host_batch, dtype=np.int64)
+
+  def _dataset(self, start_step):
+    steps = tf.data.Dataset.range(start_step, 2 ** 62)
+    offset = self.host_id * self.host_batch
+    gs = steps.flat_map(lambda s: tf.data.Dataset.range(
+        s * self.global_batch + offset, s * self.global_batch + offset + self.host_batch))
+    parallel = self.config.data.num_parallel_calls
+    ds = gs.map(lambda g: self._example(g, tf.constant(0, tf.int64)),
+                num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
+    ds = ds.ignore_errors(log_warning=False)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(max(1, self.config.data.prefetch) * self.host_batch)
+
+  def _batches(self, elements, steps):
+    """Groups per-example elements into host batches, rebuilding any example tf.data dropped."""
+    pending = None
+    for step in steps:
+      examples = []
+      for g in self.host_indices(step):
+        if pending is None:
+          pending = next(elements, None)
+        if pending is not None and pending['g'] == g:
+          examples.append(pending)
+          pending = None
+        else:
+          examples.append(self.example(int(g)))  # dropped by tf.data
+      yield self._stack(examples)
+
+  def _stack(self, examples):
+    for example in examples:
+      for reason, n in zip(REASONS, example['counts']):
+        if n:
+          self._counts[reason] += int(n)
+    keys = ('template', 'search', 'search_box', 'text_ids', 'text_mask', 'text_key', 'sequence_key')
+    return {k: np.stack([e[k] for e in examples]) for k in keys}
+
+  def batch(self, step):
+    """The host-local slice of global batch `step` (dict of numpy arrays)."""
+    return self._stack([self.example(int(g)) for g in self.host_indices(step)])
+
+  def iterate(self, start_step=0):
+    """Host batches start_step, start_step + 1, ... (tf.data, prefetching), forever."""
+    elements = self._dataset(start_step).as_numpy_iterator()
+
+    def steps():
+      step = start_step
+      while True:
+        yield step
+        step += 1
+
+    return self._batches(elements, steps())
+
+  def replacements(self):
+    """{reason: count} of examples replaced in the batches handed out so far."""
+    return dict(self._counts)
+
+
+def render(contents, region, box, size, brightness, gray):
+  """Encoded frame -> uint8 crop [size, size, 3] with colour jitter.
+
+  region: int32 [4] (y0, y1, x0, x1) pixels to decode; box: crops.resize_box of the window in that
+  region. All geometry comes from the planner (float64 numpy), and every op here is elementwise or
+  exact (the fill is an integer sum), so tf.data and an eager call give identical bytes.
+  """
+  image = decode_region(contents, region)
+  fill = region_mean(image)
+  crop = crops.crop_tf_float(image, None, size, fill, box=box)
+  luma = crop[..., 0:1] * _GRAY[0] + crop[..., 1:2] * _GRAY[1] + crop[..., 2:3] * _GRAY[2]
+  crop = tf.cond(gray, lambda: tf.concat([luma, luma, luma], axis=-1), lambda: crop)
+  crop = tf.clip_by_value(crop * brightness, 0.0, 255.0)
+  return tf.cast(tf.floor(crop + 0.5), tf.uint8)
+
+
+def region_mean(region):
+  """Per-channel mean [3] float32 of a uint8 image, summed exactly in int64 (order-independent)."""
+  total = tf.reduce_sum(tf.cast(region, tf.int64), axis=(0, 1))
+  count = tf.cast(tf.shape(region)[0] * tf.shape(region)[1], tf.float64)
+  return tf.cast(tf.cast(total, tf.float64) / count, tf.float32)
+
+
+def window_region(window, height, width):
+  """Rows/cols (y0, y1, x0, x1) of an H x W frame that a window's bilinear samples read, widened by
+  DECODE_MARGIN and clipped to the image (never empty)."""
+  def span(c, n):
+    lo = int(np.floor(c - window[2] / 2.0)) - DECODE_MARGIN
+    hi = int(np.ceil(c + window[2] / 2.0)) + DECODE_MARGIN
+    lo = min(max(lo, 0), n - 1)
+    return lo, min(max(hi, lo + 1), n)
+  y0, y1 = span(window[1], height)
+  x0, x1 = span(window[0], width)
+  return y0, y1, x0, x1
+
+
+def decode_region(contents, region):
+  """uint8 [y1-y0, x1-x0, 3] pixels of an encoded frame: JPEG decodes only that window
+  (decode_and_crop_jpeg), other formats decode whole and slice."""
+  y0, y1, x0, x1 = region[0], region[1], region[2], region[3]
+
+  def jpeg():
+    return tf.image.decode_and_crop_jpeg(contents, tf.stack([y0, x0, y1 - y0, x1 - x0]), channels=3)
+
+  def other():
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)[y0:y1, x0:x1]
+
+  return tf.ensure_shape(tf.cond(tf.io.is_jpeg(contents), jpeg, other), [None, None, 3])
+
+
+def to_global(batch, mesh, spec):
+  """Host-local batch (dict of numpy, leading dim b) -> dict of global jax.Arrays sharded by spec on mesh."""
+  import jax
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

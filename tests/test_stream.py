@@ -1,0 +1,225 @@
+"""The pair stream: determinism in (seed, g), restarts, host slices, bad data, window decoding."""
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from configs import cost_tiny
+from input_pipeline import crops
+from input_pipeline import sequence as sequence_lib
+from input_pipeline import stream as stream_lib
+
+SENTENCES = ('red square moving left', 'small blue circle near the tree', 'green kite in the sky')
+
+
+def write_sequence(root, name, frames=10, size=(96, 72), seed=0, fmt='JPEG', sentence=None):
+  """A textured video with a moving bright square; returns its Sequence (dataset 'fixture')."""
+  rng = np.random.default_rng(seed)
+  folder = os.path.join(root, name)
+  os.makedirs(folder, exist_ok=True)
+  w, h = size
+  coarse = rng.integers(40, 200, (h // 8 + 1, w // 8 + 1, 1)) + rng.integers(0, 20, (h // 8 + 1, w // 8 + 1, 3))
+  background = np.kron(coarse, np.ones((8, 8, 1)))[:h, :w].astype(np.uint8)
+  paths, boxes = [], []
+  for i in range(frames):
+    x, y = 20 + 2 * i + int(rng.integers(0, 3)), 15 + i
+    bw, bh = 10 + i % 3, 7
+    frame = background.copy()
+    frame[y:y + bh, x:x + bw] = (250, 30, 30)
+    path = os.path.join(folder, f'{i + 1:08d}.' + ('jpg' if fmt == 'JPEG' else 'png'))
+    Image.fromarray(frame).save(path, fmt, **({'quality': 90} if fmt == 'JPEG' else {}))
+    paths.append(path)
+    boxes.append((x, y, bw, bh))
+  return sequence_lib.Sequence(
+      name=name, dataset='fixture', frames=paths, boxes=np.array(boxes, np.float64),
+      visible=np.ones(frames, bool), sentence=SENTENCES[seed % 3] if sentence is None else sentence)
+
+
+def small_config(batch=4, **data):
+  config = cost_tiny.get_config()
+  config.model.template_size = 32
+  config.model.search_size = 48
+  config.train.batch_size = batch
+  config.data.weights = {'a': 1.0, 'b': 1.0}
+  config.data.max_gap = 4
+  config.data.num_parallel_calls = 2
+  for k, v in data.items():
+    config.data[k] = v
+  return config
+
+
+def write_fixture(root):
+  """Two small 'datasets' (JPEG and PNG frames) in root; returns sequences_by_dataset."""
+  return {'a': [write_sequence(root, f'a{i}', seed=i) for i in range(3)],
+          'b': [write_sequence(root, 'b0', seed=7, fmt='PNG'), write_sequence(root, 'b1', seed=8)]}
+
+
+@pytest.fixture(scope='module')
+def fixture_data(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('stream'))
+  return root, write_fixture(root)
+
+
+@pytest.fixture(scope='module')
+def stream(fixture_data):
+  return stream_lib.PairStream(small_config(), fixture_data[1])
+
+
+def assert_batches_equal(a, b):
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_batch_contents(stream):
+  batch = stream.batch(0)
+  assert batch['template'].shape == (4, 32, 32, 3) and batch['template'].dtype == np.uint8
+  assert batch['search'].shape == (4, 48, 48, 3) and batch['search'].dtype == np.uint8
+  assert batch['search_box'].dtype == np.float32 and batch['search_box'].shape == (4, 4)
+  assert batch['text_ids'].shape == (4, 40) and batch['text_mask'].dtype == np.int32
+  for j, g in enumerate(stream.host_indices(0)):
+    plan = stream.plan(int(g))[0]
+    seq = plan['sequence']
+    assert batch['sequence_key'][j] == seq.sequence_key
+    assert batch['text_key'][j] == sequence_lib.text_key(batch['text_ids'][j])
+    assert abs(plan['frames'][0] - plan['frames'][1]) <= 4
+    np.testing.assert_allclose(batch['search_box'][j],
+                               crops.box_to_crop(seq.boxes[plan['frames'][1]], plan['windows'][1]), rtol=1e-6)
+
+
+def test_same_seed_same_stream_other_seed_differs(fixture_data, stream):
+  again = stream_lib.PairStream(small_config(), fixture_data[1])
+  assert_batches_equal(stream.batch(3), again.batch(3))
+  config = small_config()
+  config.seed = 1
+  other = stream_lib.PairStream(config, fixture_data[1])
+  assert not np.array_equal(stream.batch(3)['search'], other.batch(3)['search'])
+
+
+def test_restart_at_step_k(stream):
+  from_zero = stream.iterate(0)
+  batches = [next(from_zero) for _ in range(3)]
+  restarted = stream.iterate(1)
+  assert_batches_equal(next(restarted), batches[1])
+  assert_batches_equal(next(restarted), batches[2])
+  assert_batches_equal(stream.batch(2), batches[2])
+
+
+def test_two_hosts_concatenate_to_one(fixture_data, stream):
+  hosts = [stream_lib.PairStream(small_config(), fixture_data[1], host_id=h, num_hosts=2) for h in (0, 1)]
+  slices = [h.batch(5) for h in hosts]
+  whole = stream.batch(5)
+  for k in whole:
+    np.testing.assert_array_equal(np.concatenate([s[k] for s in slices]), whole[k], err_msg=k)
+
+
+def test_target_centred_without_jitter(fixture_data):
+  config = small_config(center_jitter=0.0, scale_jitter=0.0, brightness=0.0, grayscale_prob=0.0)
+  batch = stream_lib.PairStream(config, fixture_data[1]).batch(0)
+  np.testing.assert_allclose(batch['search_box'][:, :2], 0.5, atol=1e-6)
+  red = (batch['search'][..., 0].astype(int) - batch['search'][..., 1]) > 120
+  ys, xs = np.nonzero(red[0])
+  assert abs(xs.mean() + 0.5 - 24) < 1.0 and abs(ys.mean() + 0.5 - 24) < 1.0
+
+
+@pytest.mark.parametrize('fmt,subsampling', [('JPEG', 2), ('JPEG', 0), ('PNG', None)])
+def test_window_decode_equals_full_decode(fmt, subsampling):
+  """Cropping the decoded window (+ margin; chroma upsampling differs at its border) = cropping the frame."""
+  rng = np.random.default_rng(3)
+  frame = np.kron(rng.integers(0, 256, (12, 16, 3)), np.ones((6, 6, 1))).astype(np.uint8)
+  frame = np.clip(frame + rng.integers(0, 30, frame.shape), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(frame).save(buffer, fmt, **({'quality': 85, 'subsampling': subsampling} if subsampling is not None else {}))
+  data = buffer.getvalue()
+  full = tf.io.decode_image(data, channels=3)
+  for window in [(33.3, 27.9, 21.0), (47.0, 35.0, 50.0), (5.5, 60.2, 30.0), (90.0, 10.0, 13.0)]:
+    window = np.array(window)
+    region = stream_lib.window_region(window, 72, 96)
+    image = stream_lib.decode_region(tf.constant(data), tf.constant(region))
+    fill = stream_lib.region_mean(image)
+    box = crops.resize_box(window - [region[2], region[0], 0], image.shape[0], image.shape[1], 24)
+    a = crops.crop_tf_float(image, None, 24, fill, box=box).numpy()
+    b = crops.crop_tf_float(full, window.astype(np.float32), 24, fill).numpy()
+    np.testing.assert_allclose(a, b, atol=0.01)
+
+
+def _truncate(path):
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])  # header intact: fails only while decoding (in tf.data)
+
+
+def _garbage(path):
+  with open(path, 'wb') as f:
+    f.write(b'not an image at all')  # fails in the planner's header check
+
+
+def test_corrupt_frames_do_not_shift_later_samples(tmp_path, fixture_data):
+  clean_root, clean = fixture_data
+  root = str(tmp_path / 'bad')
+  shutil.copytree(clean_root, root)
+  bad = {k: [s.__class__(**{**s.__dict__, 'frames': [f.replace(clean_root, root) for f in s.frames]})
+             for s in v] for k, v in clean.items()}
+  corrupted = {bad['a'][1].frames[3]: _truncate, bad['b'][1].frames[5]: _garbage}
+  for path, corrupt in corrupted.items():
+    corrupt(path)
+  reference = stream_lib.PairStream(small_config(), clean)
+  damaged = stream_lib.PairStream(small_config(), bad)
+
+  def touches_bad(g, attempt):
+    plan = reference.plan(g, attempt)[0]
+    return any(plan['sequence'].frames[i].replace(clean_root, root) in corrupted for i in plan['frames'])
+
+  steps = range(8)
+  expected, hit = 0, set()
+  for g in range(8 * 4):
+    attempt = 0
+    while touches_bad(g, attempt):
+      attempt, expected = attempt + 1, expected + 1
+      hit.add(g)
+  assert hit, 'the fixture should make some examples read a corrupt frame'
+  got = list(zip(steps, damaged.iterate(0)))
+  for step, batch in got:
+    ref = reference.batch(step)
+    for j, g in enumerate(reference.host_indices(step)):
+      same = np.array_equal(batch['search'][j], ref['search'][j])
+      assert same == (g not in hit), g
+  counts = damaged.replacements()
+  assert counts.get('corrupt_frame', 0) == expected
+  assert set(counts) <= {'corrupt_frame'}
+
+
+def test_bad_annotations_and_sentences_are_replaced_and_counted(tmp_path):
+  root = str(tmp_path)
+  seqs = [write_sequence(root, 'ok', seed=0)]
+  boxes = seqs[0].boxes.copy()
+  boxes[2] = np.nan
+  boxes[4, 2] = 0.0
+  boxes[6] = (500.0, 500.0, 5.0, 5.0)  # outside the 96 x 72 frame
+  seqs[0] = sequence_lib.Sequence(name='ok', dataset='fixture', frames=seqs[0].frames, boxes=boxes,
+                                  visible=seqs[0].visible, sentence=seqs[0].sentence)
+  bad_text = [write_sequence(root, name, seed=1, sentence=s) for name, s in
+              (('empty', ' '), ('accent', 'café au lait'), ('long', ' '.join(['word'] * 60)))]
+  config = small_config(batch=8)
+  config.data.weights = {'a': 1.0}
+  s = stream_lib.PairStream(config, {'a': seqs + bad_text})
+  batches = [s.batch(step) for step in range(4)]
+  assert all(np.all(b['sequence_key'] == seqs[0].sequence_key) for b in batches)
+  counts = s.replacements()
+  assert {'empty_sentence', 'non_ascii_sentence', 'long_sentence'} <= set(counts)
+  assert counts.get('bad_box', 0) + counts.get('box_outside_image', 0) > 0
+  assert set(counts) <= set(stream_lib.REASONS)
+
+
+def test_to_global_single_device(stream):
+  import jax
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  batch = stream.batch(0)
+  arrays = stream_lib.to_global(batch, mesh, jax.sharding.PartitionSpec('data'))
+  for k in batch:
+    np.testing.assert_array_equal(np.asarray(arrays[k]), batch[k])
