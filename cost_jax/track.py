@@ -23,21 +23,6 @@ from cost_jax.evaluation import results_io
 from input_pipeline import readers
 from input_pipeline import tokenize
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoint.')
-_DATASET = flags.DEFINE_string('dataset', None, 'Dataset name (lasot, tnl2k, otb99_lang, ...).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Dataset root; default config.data.roots.<dataset>.')
-_SPLIT = flags.DEFINE_string('split', None, 'Dataset split; default the reader\'s test split.')
-_RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where result folders are written.')
-_TRACKER_NAME = flags.DEFINE_string('tracker_name', 'cost', 'Result folder name of this tracker.')
-_INT_RESULTS = flags.DEFINE_bool('int_results', False, 'Write truncated ints like published results.')
-_NO_LANGUAGE = flags.DEFINE_bool('no_language', False, 'Track with an empty sentence.')
-_SLOTS = flags.DEFINE_integer('slots', None, 'Sequences tracked at once; default config.track.batch_slots.')
-_SEQUENCES = flags.DEFINE_list('sequences', None, 'Only these sequence names.')
-
-flags.mark_flags_as_required(['config', 'workdir', 'dataset', 'results_dir'])
-
-
 def result_path(out_dir, sequence):
   return os.path.join(out_dir, sequence.name + '.txt')
 
@@ -70,21 +55,39 @@ def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=Tru
   return tracked
 
 
+def define_flags():
+  """Command-line flags, defined only when run as a program (so modules with flags import side by side)."""
+  config_flags.DEFINE_config_file('config', None, 'Model config file.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoint.')
+  flags.DEFINE_string('dataset', None, 'Dataset name (lasot, tnl2k, otb99_lang, ...).')
+  flags.DEFINE_string('data_dir', None, 'Dataset root; default config.data.roots.<dataset>.')
+  flags.DEFINE_string('split', None, "Dataset split; default the reader's test split.")
+  flags.DEFINE_string('results_dir', None, 'Where result folders are written.')
+  flags.DEFINE_string('tracker_name', 'cost', 'Result folder name of this tracker.')
+  flags.DEFINE_bool('int_results', False, 'Write truncated ints like published raw results.')
+  flags.DEFINE_bool('no_language', False, 'Track with an empty sentence.')
+  flags.DEFINE_integer('slots', None, 'Sequences tracked at once; default config.track.batch_slots.')
+  flags.DEFINE_list('sequences', None, 'Only these sequence names.')
+  flags.mark_flags_as_required(['config', 'workdir', 'dataset', 'results_dir'])
+
+
 def main(argv):
   del argv
-  config = _CONFIG.value
-  root = _DATA_DIR.value or readers.dataset_root(config, _DATASET.value)
-  sequences = readers.load_dataset(_DATASET.value, root, split=_SPLIT.value)
-  if _SEQUENCES.value:
-    sequences = [s for s in sequences if s.name in set(_SEQUENCES.value)]
-  variables = checkpoints.restore_variables(_WORKDIR.value, config)
+  f = flags.FLAGS
+  config = f.config
+  root = f.data_dir or readers.dataset_root(config, f.dataset)
+  sequences = readers.load_dataset(f.dataset, root, split=f.split)
+  if f.sequences:
+    sequences = [s for s in sequences if s.name in set(f.sequences)]
+  variables = checkpoints.restore_variables(f.workdir, config)
   evaluator = tracker.BatchedEvaluator(config, variables, tokenize.tokenizer_for(config.model),
-                                       num_slots=_SLOTS.value, use_language=not _NO_LANGUAGE.value)
-  out_dir = os.path.join(_RESULTS_DIR.value, _TRACKER_NAME.value, _DATASET.value)
-  tracked = track_dataset(evaluator, sequences, out_dir, int_results=_INT_RESULTS.value)
+                                       num_slots=f.slots, use_language=not f.no_language)
+  out_dir = os.path.join(f.results_dir, f.tracker_name, f.dataset)
+  tracked = track_dataset(evaluator, sequences, out_dir, int_results=f.int_results)
   print(f'{len(tracked)} sequences tracked, {len(sequences) - len(tracked)} already done; '
         f'results in {out_dir}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -1,0 +1,69 @@
+"""Export: the artifacts take parameters as arguments, with symbolic batch and frame size, and the
+standalone loader (no model code) tracks exactly like the live tracker."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cost_jax import export
+from cost_jax import export_runtime
+from cost_jax import tracker
+from tests.test_tracker import one_by_one, relative, setup  # noqa: F401  (setup is a fixture)
+
+
+@pytest.fixture(scope='module')
+def exported(setup, tmp_path_factory):  # noqa: F811
+  out = str(tmp_path_factory.mktemp('exported'))
+  return export.export_tracker(setup['config'], setup['variables'], out, model=setup['model'])
+
+
+def test_artifacts_take_parameters_as_arguments_with_symbolic_shapes(setup, exported):  # noqa: F811
+  track = export_runtime.load_exported(os.path.join(exported, export_runtime.TRACK_FILE))
+  assert track.platforms == ('cpu', 'cuda', 'tpu')
+  leaves = jax.tree.leaves(setup['variables'])
+  assert len(track.in_avals) > len(leaves)  # every parameter is an argument...
+  weight_bytes = sum(np.asarray(a).nbytes for a in leaves)
+  assert os.path.getsize(os.path.join(exported, export_runtime.TRACK_FILE)) < weight_bytes / 4
+  frames = track.in_avals[-2]  # ...and not a constant; frames [b, h, w, 3] stay symbolic
+  assert [str(d) for d in frames.shape] == ['b', 'h', 'w', '3']
+  restored = export_runtime.restore_variables(os.path.join(exported, export_runtime.VARIABLES_DIR))
+  for a, b in zip(jax.tree.leaves(restored), leaves):
+    np.testing.assert_array_equal(a, b)
+  with open(os.path.join(exported, 'tokenizer.json')) as f:
+    assert json.load(f)['max_len'] == setup['config'].model.text.max_len
+
+
+def test_exported_step_equals_live_step(setup, exported):  # noqa: F811
+  """Two slots of different frame sizes, one exported step vs the live tracker on each."""
+  seqs = setup['sequences'][:2]
+  loaded = export_runtime.ExportedTracker(exported)
+  loaded.initialize([tracker.load_frame(s.frames[0]) for s in seqs], [s.boxes[0] for s in seqs],
+                    [s.sentence for s in seqs])
+  boxes = loaded.track([tracker.load_frame(s.frames[1]) for s in seqs])
+  live = setup['tracker']
+  for i, s in enumerate(seqs):
+    live.initialize(tracker.load_frame(s.frames[0]), s.boxes[0], s.sentence)
+    assert relative(boxes[i], live.track(tracker.load_frame(s.frames[1]))['target_bbox']) <= 1e-5
+
+
+def test_loader_tracks_from_the_folder_without_model_code(setup, exported):  # noqa: F811
+  seq = setup['sequences'][0]
+  script = (
+      'import json, sys\n'
+      'from cost_jax import export_runtime\n'
+      f'boxes = export_runtime.track_sequence({exported!r}, {list(seq.frames)!r}, '
+      f'{[float(v) for v in seq.boxes[0]]!r}, {seq.sentence!r})\n'
+      "assert not [m for m in sys.modules if m.startswith(('cost_jax.models', 'configs', 'flax'))]\n"
+      'print(json.dumps(boxes.tolist()))\n')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  boxes = np.array(json.loads(run.stdout.strip().splitlines()[-1]))
+  reference = one_by_one(setup, seq)
+  assert np.mean(np.abs(boxes - reference).max(axis=1) <= 1e-3) >= 0.99
