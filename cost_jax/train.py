@@ -1,0 +1,285 @@
+"""Training COST (DESIGN §3): one jitted, sharded update step on a ('data', 'fsdp') mesh.
+
+  python -m cost_jax.train --config=configs/cost_tiny.py --workdir=runs/tiny \
+      --config.data.roots.synthetic=data/synth [--config.train.num_steps=600]
+
+Sections, top to bottom: train state, logging, mesh, input, model and optimiser, shardings, update
+step, checkpoint, loop, main. Restarting with the same workdir resumes from the latest checkpoint and
+continues bit-identically on CPU/TPU (index-based data, dropout keys fold_in(seed, step)).
+Multi-process runs: see launch/README.md (--coordinator_address/--num_processes/--process_id, SLURM
+and TPU pods are detected).
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cost_jax import checkpoints
+from cost_jax import losses
+from cost_jax import optim
+from cost_jax import sharding
+from cost_jax.models import cost
+
+
+# ------------------------------------------------------------------ train state
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint holds. nonfinite_step: first step with NaN/Inf loss or grads, else -1."""
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+  nonfinite_step: jax.Array
+
+
+# ------------------------------------------------------------------ logging
+
+class MetricsLogger:
+  """TensorBoard events + <workdir>/metrics.jsonl + one console line per log step (process 0)."""
+
+  def __init__(self, workdir, num_steps):
+    self.num_steps = num_steps
+    self.enabled = jax.process_index() == 0
+    self._last = None
+    if self.enabled:
+      import tensorflow as tf
+      tf.config.set_visible_devices([], 'GPU')
+      os.makedirs(workdir, exist_ok=True)
+      self._tf = tf
+      self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+
+  def write(self, step, metrics, replacements):
+    """step: completed steps; metrics: host scalars; replacements: {reason: count} of the stream."""
+    now = time.perf_counter()
+    if self._last is not None and step > self._last[0]:
+      metrics['steps_per_s'] = (step - self._last[0]) / (now - self._last[1])
+    self._last = (step, now)
+    if not self.enabled:
+      return
+    record = {'step': step, **{k: float(v) for k, v in metrics.items()},
+              **{f'replaced/{k}': int(v) for k, v in replacements.items()}}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    with self._writer.as_default(step=step):
+      for k, v in record.items():
+        if k != 'step':
+          self._tf.summary.scalar(k, v)
+    self._writer.flush()
+    rate = metrics.get('steps_per_s')
+    eta = f'{(self.num_steps - step) / rate / 60:.1f} min' if rate else '?'
+    logging.info('step %d/%d  loss %.4f (cls %.4f l1 %.4f giou %.4f coa %.4f)  lr %.2e  '
+                 '%s steps/s  ETA %s  replaced %d', step, self.num_steps, metrics['loss'],
+                 metrics['cls'], metrics['l1'], metrics['giou'], metrics['coa'], metrics['lr'],
+                 f'{rate:.2f}' if rate else '?', eta, sum(replacements.values()))
+
+  def close(self):
+    if self.enabled:
+      self._jsonl.close()
+      self._writer.close()
+
+
+# ------------------------------------------------------------------ mesh and input
+
+def create_mesh(config):
+  return sharding.make_mesh(config.mesh)
+
+
+def create_input(config, mesh):
+  """(PairStream for this host, fn host batch -> global jax.Array batch)."""
+  from input_pipeline import readers
+  from input_pipeline import stream
+  sequences = {name: readers.load_dataset(name, readers.dataset_root(config, name),
+                                          split=config.data.splits.get(name))
+               for name in config.data.weights}
+  pairs = stream.PairStream(config, sequences, host_id=jax.process_index(),
+                            num_hosts=jax.process_count())
+  spec = sharding.batch_spec(config.mesh)
+  return pairs, lambda batch: stream.to_global(batch, mesh, spec)
+
+
+# ------------------------------------------------------------------ model and optimiser
+
+def initial_weights(config):
+  """Flat {'params/...': array} to merge over a fresh init: the pretrained text encoder
+  (model.text.pretrained_dir), then a cost_jax.convert output (train.init_weights), which wins."""
+  flat = {}
+  if config.model.text.pretrained_dir:
+    from cost_jax.convert.bert import convert_bert
+    flat.update(convert_bert(config.model.text.pretrained_dir, config.model.text)[0])
+  if config.train.init_weights:
+    from cost_jax.convert import core
+    flat.update(core.load_flat(os.path.join(config.train.init_weights, 'weights.safetensors')))
+  return flat
+
+
+def create_train_state(config, model, rng, mesh):
+  """(state, state shardings, optimiser): shapes by eval_shape, then jit(init, out_shardings)."""
+  init_variables = cost.init_fn(model)
+  tx = optim.make_optimizer(config.train, jax.eval_shape(init_variables, rng)['params'])
+
+  def init(rng):
+    variables = init_variables(rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(variables['params']),
+                      nonfinite_step=jnp.full((), -1, jnp.int32))
+
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.tree_shardings(abstract, config.mesh, mesh)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  flat = initial_weights(config)
+  if flat:  # Adam's moments start at zero whatever the parameters, so merging after init is exact.
+    from cost_jax.convert import core
+    merged = core.merge_into({'params': state.params, 'batch_stats': state.batch_stats}, flat)
+    state = state.replace(
+        params=jax.device_put(merged['params'], shardings.params),
+        batch_stats=jax.device_put(merged['batch_stats'], shardings.batch_stats))
+  return state, shardings, tx
+
+
+# ------------------------------------------------------------------ update step
+
+def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, token_centers,
+                   coa_fn):
+  """-> (total loss, {'cls', 'l1', 'giou', 'coa', 'loss'}) over the global batch."""
+  with nn.logical_axis_rules(tuple(config.mesh.logical_axis_rules)):
+    outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
+                                 batch['search'], batch['text_ids'], batch['text_mask'],
+                                 train=True, rngs={'dropout': dropout_rng})
+  parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
+                                  config.train.neg_weight)
+  parts['coa'] = coa_fn(inter['coa_visual'], inter['coa_text'], inter['logit_scale'],
+                        batch['text_key'], batch['sequence_key'])
+  total = losses.total_loss(parts, config.train)
+  return total, {**parts, 'loss': total}
+
+
+def _all_finite(*trees):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
+def train_step(state, batch, *, model, tx, config, token_centers, coa_fn):
+  """One update on a global batch -> (new state, metrics). Dropout key = fold_in(seed, step)."""
+  dropout_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
+  loss_fn = lambda p: compute_losses(p, state.batch_stats, batch, dropout_rng, model=model,
+                                     config=config, token_centers=token_centers, coa_fn=coa_fn)
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if config.train.force_nan_at_step >= 0:  # testing the NaN guard
+    nan = jnp.where(state.step == config.train.force_nan_at_step, jnp.nan, 0.0)
+    grads = jax.tree.map(lambda g: g + nan, grads)
+    metrics['loss'] = loss + nan
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  finite = _all_finite(metrics['loss'], grads)
+  nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+                             state.nonfinite_step)
+  metrics.update(lr=optim.learning_rate_fn(config.train)(state.step),
+                 grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+                 update_norm=optax.global_norm(updates), all_finite=finite.astype(jnp.float32))
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            nonfinite_step=nonfinite_step)
+  return new_state, metrics
+
+
+def make_train_step(config, model, tx, mesh, state_shardings):
+  """train_step jitted on `mesh` with the state donated: (state, global batch) -> (state, metrics)."""
+  from input_pipeline import crops
+  centers = np.asarray(crops.token_centers(config.model), np.float32) / config.model.search_size
+  step = lambda state, batch: train_step(
+      state, batch, model=model, tx=tx, config=config, token_centers=jnp.asarray(centers),
+      coa_fn=losses.coa_loss_sharded(mesh, tuple(config.mesh.axes)))
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, config.mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+# ------------------------------------------------------------------ checkpoint and loop
+
+def _save(ckpt, step, state):
+  if step not in ckpt.manager.all_steps():
+    ckpt.save(step, state, {'next_step': step}, int(jax.device_get(state.nonfinite_step)))
+
+
+def train_and_evaluate(config, workdir, model=None):
+  """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint.
+
+  model: a linen module with COST's apply contract (default cost.COST(config.model)).
+
+  Returns the final TrainState. Stops early (after saving) on SIGTERM / preemption; raises
+  checkpoints.NonFiniteError naming the step when the loss or gradients become NaN/Inf.
+  """
+  t = config.train
+  mesh = create_mesh(config)
+  logging.info('mesh %s over %d devices (%d processes)', dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+  pairs, to_global = create_input(config, mesh)
+
+  model = cost.COST(config.model) if model is None else model
+  state, shardings, tx = create_train_state(config, model, jax.random.PRNGKey(config.seed), mesh)
+  step_fn = make_train_step(config, model, tx, mesh, shardings)
+
+  ckpt = checkpoints.Checkpointer(workdir, keep=t.keep_checkpoints)
+  start = 0
+  if ckpt.latest_step() is not None:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, shardings)
+    state, metadata = ckpt.restore(abstract)
+    start = int(metadata['next_step'])
+    logging.info('Resumed from %s at step %d', checkpoints.checkpoint_dir(workdir), start)
+
+  logger = MetricsLogger(workdir, t.num_steps)
+  flag = checkpoints.SigtermFlag() if jax.process_count() == 1 else None
+  batches = pairs.iterate(start)
+  try:
+    for step in range(start, t.num_steps):
+      if checkpoints.should_stop_for_preemption(ckpt, flag, step):
+        logging.warning('Preempted: saving step %d and exiting.', step)
+        _save(ckpt, step, state)
+        break
+      state, metrics = step_fn(state, to_global(next(batches)))
+      done = step + 1
+      if done % t.log_every == 0 or done == t.num_steps:
+        metrics = jax.device_get(metrics)
+        checkpoints.check_finite(jax.device_get(state.nonfinite_step))
+        logger.write(done, metrics, pairs.replacements())
+      if done % t.checkpoint_every == 0 or done == t.num_steps:
+        _save(ckpt, done, state)
+  finally:
+    ckpt.close()
+    logger.close()
+    if flag is not None:
+      flag.restore_handler()
+  return state
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv):
+  del argv
+  from absl import flags
+  from cost_jax import distributed
+  f = flags.FLAGS
+  distributed.initialize(f.coordinator_address or None, f.num_processes, f.process_id)
+  train_and_evaluate(f.config, f.workdir)
+
+
+if __name__ == '__main__':
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard events and metrics.jsonl go here.')
+  flags.DEFINE_string('coordinator_address', '', 'host:port of process 0 (explicit multi-process).')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (explicit multi-process).')
+  flags.DEFINE_integer('process_id', None, 'This process (explicit multi-process).')
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
