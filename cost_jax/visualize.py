@@ -1,0 +1,183 @@
+"""Render a tracked sequence as an animated GIF: ground truth, prediction, sentence, [OBJ] attention.
+
+  python -m cost_jax.visualize --dataset=synthetic --data_dir=data/synth --sequence=NAME \
+      --results_dir=results [--tracker_name=cost] [--out=NAME.gif] \
+      [--attention --config=configs/cost_tiny.py --workdir=runs/tiny]
+
+Ground truth is drawn green, the prediction red, the sentence on a strip above the frame. With
+--attention, the [OBJ] token's attention over the visual tokens (last VL layer, mean over heads; the
+paper's third analysis) is laid over the search window of each frame as a heat map. The window is the
+one the tracker used: the search crop around the previous frame's predicted box (from the result file),
+with the template around the first ground-truth box, so the map shows what the tracker looked at.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+from matplotlib import colormaps
+from ml_collections import config_flags
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from cost_jax import tracker
+from cost_jax.evaluation import results_io
+from input_pipeline import crops
+
+GT_COLOUR = (0, 230, 0)
+PRED_COLOUR = (255, 40, 40)
+TEXT_STRIP_PX = 18  # height of the sentence strip above each frame
+HEAT_ALPHA = 0.45  # opacity of the attention heat map at its maximum
+
+
+# ---------------------------------------------------------------- [OBJ] attention
+
+class ObjAttention:
+  """[OBJ]'s attention over the visual tokens on the tracker's own crops (full forward pass)."""
+
+  def __init__(self, config, model, variables, tokenizer):
+    self.config = config
+    self.fns = tracker.SlotFunctions(config, model)
+    self.variables = variables
+    self.tokenizer = tokenizer
+    self._forward = jax.jit(self._forward_fn)
+
+  def _forward_fn(self, variables, first, first_wh, first_box, frame, frame_wh, previous_box,
+                  text_ids, text_mask):
+    """-> (head outputs of one slot, attention [grid^2] mean over heads, search window [3])."""
+    c, m = self.config.crop, self.config.model
+    template, _ = self.fns.crop(first, first_wh, first_box, c.template_factor,
+                                c.template_min_side_px, m.template_size)
+    search, window = self.fns.crop(frame, frame_wh, previous_box, c.search_factor,
+                                   c.search_min_side_px, m.search_size)
+    outputs, inter = self.fns.apply(variables, template[None], search[None], text_ids[None],
+                                    text_mask[None], train=False, return_attention=True)
+    tokens = m.token.grid ** 2
+    attention = jnp.mean(inter['obj_attention'][0], axis=0)[-tokens:]  # [OBJ; text; visual] order
+    return jax.tree.map(lambda a: a[0], outputs), attention, window
+
+  def maps(self, sequence, boxes, load=tracker.load_frame):
+    """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px); None at 0."""
+    first = load(sequence.frames[0])
+    ids, mask = self.tokenizer.encode(sequence.sentence)
+    grid = self.config.model.token.grid
+    result = [None]
+    for t in range(1, len(sequence)):
+      frame = load(sequence.frames[t])
+      _, attention, window = self._forward(
+          self.variables, first, tracker.image_wh(first), np.asarray(sequence.boxes[0], np.float32),
+          frame, tracker.image_wh(frame), np.asarray(boxes[t - 1], np.float32), ids, mask)
+      attention = np.asarray(attention).reshape(grid, grid)
+      result.append((attention / max(attention.max(), 1e-12), np.asarray(window)))
+    return result
+
+
+def heat_overlay(frame, attention, window, model_cfg):
+  """Blend an attention map [grid, grid] over the frame's search window -> uint8 [H, W, 3].
+
+  Each token paints a square cell of the token spacing around its centre (crops.token_centers).
+  """
+  size = model_cfg.search_size
+  centres = crops.token_centers(model_cfg)  # crop px, row-major
+  spacing = float(centres[1, 0] - centres[0, 0])
+  crop_heat = np.zeros((size, size), np.float32)
+  for value, (x, y) in zip(attention.reshape(-1), centres):
+    x0, y0 = int(round(x - spacing / 2)), int(round(y - spacing / 2))
+    crop_heat[max(y0, 0):y0 + int(round(spacing)), max(x0, 0):x0 + int(round(spacing))] = value
+  cx, cy, side = (float(v) for v in window)
+  side_px = max(int(round(side)), 1)
+  heat = np.asarray(Image.fromarray(crop_heat).resize((side_px, side_px), Image.BILINEAR))
+  canvas = np.zeros(frame.shape[:2], np.float32)
+  x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+  fx0, fy0 = max(x0, 0), max(y0, 0)
+  fx1, fy1 = min(x0 + side_px, frame.shape[1]), min(y0 + side_px, frame.shape[0])
+  if fx1 > fx0 and fy1 > fy0:
+    canvas[fy0:fy1, fx0:fx1] = heat[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+  colours = colormaps['jet'](canvas)[..., :3] * 255
+  alpha = (HEAT_ALPHA * np.clip(canvas, 0, 1))[..., None]
+  return (frame * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+
+
+# ---------------------------------------------------------------- drawing
+
+def draw_frame(frame, gt_box, pred_box, sentence, index=None):
+  """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above."""
+  h, w = frame.shape[:2]
+  image = Image.new('RGB', (w, h + TEXT_STRIP_PX))
+  image.paste(Image.fromarray(frame), (0, TEXT_STRIP_PX))
+  draw = ImageDraw.Draw(image)
+  for box, colour in ((gt_box, GT_COLOUR), (pred_box, PRED_COLOUR)):
+    if box is not None and np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
+      x, y, bw, bh = (float(v) for v in box)
+      draw.rectangle([x, y + TEXT_STRIP_PX, x + bw - 1, y + bh - 1 + TEXT_STRIP_PX], outline=colour)
+  label = sentence if index is None else f'#{index + 1} {sentence}'
+  draw.text((2, 3), label, fill=(255, 255, 255), font=ImageFont.load_default())
+  return image
+
+
+def render(sequence, boxes, out, attention_maps=None, model_cfg=None, fps=10,
+           load=tracker.load_frame):
+  """Write an animated GIF of the sequence to `out`; boxes [N, 4] predictions px."""
+  images = []
+  for t, path in enumerate(sequence.frames):
+    frame = load(path)
+    if attention_maps is not None and attention_maps[t] is not None:
+      frame = heat_overlay(frame, *attention_maps[t], model_cfg)
+    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sequence.sentence, t))
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+  return out
+
+
+def read_boxes(path):
+  """A result file -> boxes [N, 4] px (strict: 4 numbers a line)."""
+  return results_io.rows_to_boxes(results_io.read_rows(path))
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program."""
+  flags.DEFINE_string('dataset', None, 'Dataset name.')
+  flags.DEFINE_string('data_dir', None, 'Dataset root.')
+  flags.DEFINE_string('split', None, 'Dataset split.')
+  flags.DEFINE_string('sequence', None, 'Sequence name.')
+  flags.DEFINE_string('results_dir', None, 'Folder of result folders.')
+  flags.DEFINE_string('tracker_name', 'cost', 'Tracker folder under results_dir.')
+  flags.DEFINE_string('out', None, 'GIF path; default <results_dir>/<tracker>/<dataset>/<seq>.gif.')
+  flags.DEFINE_integer('fps', 10, 'Frames per second of the GIF.')
+  flags.DEFINE_bool('attention', False, "Overlay [OBJ]'s attention (needs --config and --workdir).")
+  config_flags.DEFINE_config_file('config', None, 'Model config (for --attention).')
+  flags.DEFINE_string('workdir', None, 'Checkpoint workdir (for --attention).')
+  flags.mark_flags_as_required(['dataset', 'data_dir', 'sequence', 'results_dir'])
+
+
+def main(argv):
+  del argv
+  from input_pipeline import readers
+  f = flags.FLAGS
+  sequences = readers.load_dataset(f.dataset, f.data_dir, split=f.split)
+  matches = [s for s in sequences if s.name == f.sequence]
+  if not matches:
+    raise app.UsageError(f'no sequence {f.sequence!r} in {f.dataset} at {f.data_dir}')
+  sequence = matches[0]
+  path = results_io.result_path(f.results_dir, f.tracker_name, f.dataset, sequence.name)
+  boxes = read_boxes(path)
+  maps = None
+  if f.attention:
+    if f.config is None or f.workdir is None:
+      raise app.UsageError('--attention needs --config and --workdir')
+    from cost_jax import checkpoints
+    from cost_jax.models import cost
+    from input_pipeline import tokenize
+    variables = checkpoints.restore_variables(f.workdir, f.config)
+    maps = ObjAttention(f.config, cost.COST(f.config.model), variables,
+                        tokenize.tokenizer_for(f.config.model)).maps(sequence, boxes)
+  out = f.out or path[:-len('.txt')] + '.gif'
+  render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

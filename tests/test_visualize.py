@@ -1,0 +1,65 @@
+"""Visualisation: boxes and sentence where they belong, a GIF round trip, and [OBJ] attention computed
+on exactly the crops the tracker used."""
+
+import numpy as np
+from PIL import Image
+
+from cost_jax import tracker
+from cost_jax import visualize
+from tests.test_tracker import relative, setup, tiny_config  # noqa: F401  (setup is a fixture)
+
+
+def test_draw_frame_puts_boxes_and_sentence_in_place():
+  frame = np.zeros((40, 60, 3), np.uint8)
+  image = np.asarray(visualize.draw_frame(frame, (5, 6, 10, 8), (30, 20, 12, 10), 'a kite'))
+  strip = visualize.TEXT_STRIP_PX
+  assert image.shape == (40 + strip, 60, 3)
+  assert tuple(image[strip + 6, 5]) == visualize.GT_COLOUR  # top-left corner of (5, 6, 10, 8)
+  assert tuple(image[strip + 6 + 7, 5 + 9]) == visualize.GT_COLOUR  # bottom-right: x+w-1, y+h-1
+  assert tuple(image[strip + 20, 30]) == visualize.PRED_COLOUR
+  assert image[strip + 10, 10].sum() == 0  # inside the box: untouched
+  assert image[:strip].max() > 200 and image[strip:, 45:].max() == 0  # text on the strip only
+
+
+def test_heat_overlay_covers_the_window_only():
+  cfg = tiny_config().model
+  frame = np.zeros((100, 100, 3), np.uint8)
+  attention = np.zeros((20, 20), np.float32)
+  attention[0, 0] = 1.0  # the top-left token only
+  out = visualize.heat_overlay(frame, attention, np.array([50.0, 50.0, 40.0]), cfg)
+  # window [30, 70)^2; token (0, 0) covers its first 1/20 = 2 px cell
+  assert out[30, 30].sum() > 0 and out[29, 29].sum() == 0 and out[60, 60].sum() == 0
+
+
+def test_gif_round_trip(setup, tmp_path):  # noqa: F811
+  seq = setup['sequences'][1]
+  boxes = seq.boxes + 1.0
+  path = visualize.render(seq, boxes, str(tmp_path / 'b.gif'))
+  with Image.open(path) as gif:
+    assert gif.n_frames == len(seq)
+    h, w = tracker.load_frame(seq.frames[0]).shape[:2]
+    assert gif.size == (w, h + visualize.TEXT_STRIP_PX)
+
+
+def test_attention_is_computed_on_the_trackers_crops(setup):  # noqa: F811
+  """The full forward pass (with attention) on visualize's crops gives the tracker's own step."""
+  seq = setup['sequences'][1]
+  live = setup['tracker']
+  live.initialize(tracker.load_frame(seq.frames[0]), seq.boxes[0], seq.sentence)
+  boxes = [seq.boxes[0], live.track(tracker.load_frame(seq.frames[1]))['target_bbox']]
+  attention = visualize.ObjAttention(setup['config'], setup['model'], setup['variables'],
+                                     setup['tokenizer'])
+  frame = tracker.load_frame(seq.frames[1])
+  first = tracker.load_frame(seq.frames[0])
+  ids, mask = setup['tokenizer'].encode(seq.sentence)
+  outputs, weights, _ = attention._forward(
+      setup['variables'], first, tracker.image_wh(first), np.float32(seq.boxes[0]), frame,
+      tracker.image_wh(frame), np.float32(seq.boxes[0]), ids, mask)
+  box, _ = tracker.select_box(outputs, tracker.hann_window(20), setup['config'].track.hann_weight)
+  window = tracker.crops.crop_window(np.float32(seq.boxes[0]), 4.0, 64.0)
+  predicted = tracker.update_box(seq.boxes[0], tracker.crops.crop_to_box(np.asarray(box), window),
+                                 tracker.image_wh(frame), 1.0, 1.0)
+  assert relative(predicted, boxes[1]) <= 1e-5
+  assert 0 < float(np.sum(weights)) <= 1 + 1e-5  # a share of [OBJ]'s softmax over 441 tokens
+  maps = attention.maps(seq, np.array(boxes + [boxes[-1]] * (len(seq) - 2)))
+  assert maps[0] is None and maps[1][0].shape == (20, 20) and maps[1][0].max() == 1.0
