@@ -1,0 +1,229 @@
+r"""Per-frame tracking step, JAX (jitted) vs PyTorch (eager, and torch.compile), same weights and inputs.
+
+  python -m bench.inference --config=configs/cost_r50.py            # CPU: several minutes
+  python -m bench.inference --config=configs/cost_tiny.py --iters=2 --warmup=1 --batch=1 \
+      --notorch_compile --peak_size=256                             # smoke run (tests/test_bench.py)
+
+What is timed: `COST.track_step` — search-crop trunk + input_proj, TransT feature fusion against the
+cached template map, token conv, VL transformer with the cached text tokens, dense heads — on a uint8
+search crop already in memory (no cropping, no decoding), template and text caches computed once
+beforehand, float32, eval mode. JAX: one jitted call, block_until_ready. PyTorch: torch.inference_mode,
+the same thread count. Latency = median over --iters calls after --warmup calls.
+
+Beside it: the step's FLOPs and the full forward's (XLA cost analysis of the compiled programs), the
+achieved GFLOP/s, and the float32 matmul peak this machine reaches (jnp.dot of two square matrices), so
+peak_fraction = achieved / peak. With --stages, each stage of the step is also timed on its own.
+The last line is `key=value` figures for batch 1 (and `_b<N>` suffixed ones for the other batches).
+"""
+
+import math
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from bench import common
+from bench import torch_reference
+from cost_jax.models import cost
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config file.')
+_ITERS = flags.DEFINE_integer('iters', 50, 'Timed calls per measurement (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed calls before timing (after compilation).')
+_BATCH = flags.DEFINE_list('batch', ['1', '8'], 'Batch sizes (sequences tracked in lock-step).')
+_TORCH_COMPILE = flags.DEFINE_boolean('torch_compile', True, 'Also time torch.compile(track_step).')
+_STAGES = flags.DEFINE_boolean('stages', True, 'Also time each stage of the step on its own.')
+_PEAK_SIZE = flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
+_THREADS = flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+
+
+def random_inputs(cfg, batch, seed=0):
+  """(template uint8, search uint8, text_ids int32, text_mask int32) numpy, mask with padding."""
+  rng = np.random.default_rng(seed)
+  template = rng.integers(0, 256, (batch, cfg.template_size, cfg.template_size, 3), np.uint8)
+  search = rng.integers(0, 256, (batch, cfg.search_size, cfg.search_size, 3), np.uint8)
+  ids = rng.integers(1, cfg.text.vocab_size, (batch, cfg.text.max_len)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[:, 12:] = 0
+  return template, search, ids * mask, mask
+
+
+def build_models(model_cfg, seed=0):
+  """Flax COST + its variables, and the PyTorch reference (eval mode) holding the same weights."""
+  model = cost.COST(model_cfg)
+  variables = cost.init_variables(model, jax.random.key(seed))
+  reference = torch_reference.load_from_flax(torch_reference.COST(model_cfg).eval(), variables)
+  return model, variables, reference
+
+
+def jax_step(model):
+  """jit(variables, template_cache, text_cache, search) -> outputs."""
+  return jax.jit(lambda v, tc, xc, s: model.apply(v, tc, xc, s, method=cost.COST.track_step))
+
+
+def jax_full_forward(model):
+  """jit(variables, template, search, ids, mask) -> (outputs, inter), eval mode."""
+  return jax.jit(lambda v, *inputs: model.apply(v, *inputs, train=False))
+
+
+def jax_stage_fns(model):
+  """{stage: (jitted fn(variables, *args), args builder)} for the stages of track_step."""
+  def trunk(m, search):
+    return m.visual.project(m.backbone(m._normalise(search)))
+
+  def fusion(m, template_map, search_map):
+    return m.visual(template_map, search_map, True)
+
+  def token_conv(m, fused):
+    return m.token_conv(fused)
+
+  def vl_heads(m, visual, text_tokens, text_mask):
+    return m._fuse_and_predict(visual, text_tokens, text_mask, True, False)[0]
+
+  return {name: jax.jit(lambda v, *a, fn=fn: model.apply(v, *a, method=fn))
+          for name, fn in (('trunk', trunk), ('fusion', fusion), ('token_conv', token_conv),
+                           ('vl_heads', vl_heads))}
+
+
+def time_jax_stages(model, variables, template_cache, text_cache, search, iters, warmup):
+  """Median ms of each stage of the JAX step, fed with the previous stage's real output."""
+  fns = jax_stage_fns(model)
+  args = {'trunk': (search,)}
+  args['fusion'] = (template_cache['template_map'], fns['trunk'](variables, search))
+  args['token_conv'] = (fns['fusion'](variables, *args['fusion']),)
+  args['vl_heads'] = (fns['token_conv'](variables, *args['token_conv']),
+                      text_cache['text_tokens'], text_cache['text_mask'])
+  return {name: common.median_ms(
+      lambda fn=fn, a=args[name]: jax.block_until_ready(fn(variables, *a)), iters, warmup)
+          for name, fn in fns.items()}
+
+
+def time_torch_stages(reference, template_cache, text_cache, search, iters, warmup):
+  """Median ms of each stage of the PyTorch step (eager), same split as time_jax_stages."""
+  tokens, pos, (height, width) = reference._features(search)
+  fused = reference.featurefusion_network(template_cache['tokens'], tokens, template_cache['pos'], pos)
+  fused_map = fused.transpose(1, 2).reshape(fused.shape[0], -1, height, width)
+  visual = reference.token_conv(fused_map)
+  calls = {
+      'trunk': lambda: reference._features(search),
+      'fusion': lambda: reference.featurefusion_network(template_cache['tokens'], tokens,
+                                                        template_cache['pos'], pos),
+      'token_conv': lambda: reference.token_conv(fused_map),
+      'vl_heads': lambda: reference.fuse(visual, text_cache),
+  }
+  return {name: common.median_ms(call, iters, warmup) for name, call in calls.items()}
+
+
+def torch_compiled_ms(reference, template_cache, text_cache, search, iters, warmup):
+  """Median ms of torch.compile(track_step) (default inductor backend), or (nan, reason)."""
+  try:
+    compiled = torch.compile(reference.track_step)
+    compiled(template_cache, text_cache, search)
+    return common.median_ms(lambda: compiled(template_cache, text_cache, search), iters, warmup), ''
+  except Exception as e:  # a missing compiler or an unsupported op: report it, keep the rest
+    return math.nan, f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+
+
+def measure_batch(model, variables, reference, batch, iters, warmup, with_compile, with_stages):
+  """All figures for one batch size: {'jax_ms', 'torch_ms', ..., 'step_flops', 'full_flops'}."""
+  cfg = model.cfg
+  template, search, ids, mask = random_inputs(cfg, batch)
+  template_cache = model.apply(variables, template, method=cost.COST.encode_template)
+  text_cache = model.apply(variables, ids, mask, method=cost.COST.encode_text)
+  search_device = jnp.asarray(search)
+  step = jax_step(model)
+  result = {
+      'step_flops': common.compiled_flops(step, variables, template_cache, text_cache, search_device),
+      'full_flops': common.compiled_flops(jax_full_forward(model), variables, template, search_device,
+                                          ids, mask),
+  }
+  result['jax_ms'] = common.median_ms(
+      lambda: jax.block_until_ready(step(variables, template_cache, text_cache, search_device)),
+      iters, warmup)
+  with torch.inference_mode():
+    t_template, t_search = torch.from_numpy(template), torch.from_numpy(search)
+    t_ids, t_mask = torch.from_numpy(ids).long(), torch.from_numpy(mask).long()
+    t_template_cache = reference.encode_template(t_template)
+    t_text_cache = reference.encode_text(t_ids, t_mask)
+    result['torch_ms'] = common.median_ms(
+        lambda: reference.track_step(t_template_cache, t_text_cache, t_search), iters, warmup)
+    if with_stages:
+      result['jax_stages'] = time_jax_stages(model, variables, template_cache, text_cache,
+                                             search_device, iters, warmup)
+      result['torch_stages'] = time_torch_stages(reference, t_template_cache, t_text_cache, t_search,
+                                                 iters, warmup)
+  if with_compile:
+    with torch.no_grad():
+      result['torch_compile_ms'], result['torch_compile_error'] = torch_compiled_ms(
+          reference, t_template_cache, t_text_cache, t_search, iters, warmup)
+  return result
+
+
+def summary_values(results, peak_gflops, threads):
+  """The key=value figures: batch 1 (or the first batch) unsuffixed, others with `_b<N>`."""
+  values = {}
+  for index, (batch, r) in enumerate(results.items()):
+    suffix = '' if index == 0 else f'_b{batch}'
+    gflops = r['step_flops'] / (r['jax_ms'] * 1e-3) / 1e9
+    values['jax_ms' + suffix] = r['jax_ms']
+    values['torch_ms' + suffix] = r['torch_ms']
+    values['speedup_vs_torch' + suffix] = r['torch_ms'] / r['jax_ms']
+    if 'torch_compile_ms' in r:
+      values['torch_compile_ms' + suffix] = r['torch_compile_ms']
+    values['jax_fps' + suffix] = 1e3 * batch / r['jax_ms']
+    values['gflops_achieved' + suffix] = gflops
+    values['peak_fraction' + suffix] = gflops / peak_gflops
+    if index == 0:
+      values['step_gflop'] = r['step_flops'] / 1e9 / batch
+      values['full_gflop'] = r['full_flops'] / 1e9 / batch
+      values['step_flops_fraction'] = r['step_flops'] / r['full_flops']
+  values['peak_gflops'] = peak_gflops
+  values['threads'] = threads
+  values['batch'] = ','.join(str(b) for b in results)
+  return values
+
+
+def print_report(config_name, results, peak_gflops, threads):
+  print(f'# bench.inference  config={config_name}  float32  eval mode')
+  print(f'# machine: {common.machine_description()}')
+  print(f'# threads: PyTorch {threads} (torch.set_num_threads), XLA CPU default pool '
+        f'({os.cpu_count()} cores)')
+  print('# timed: COST.track_step on an in-memory uint8 search crop; template + text cached; '
+        'median of --iters after --warmup')
+  print(f'# float32 matmul peak (jnp.dot, measured): {peak_gflops:.1f} GFLOP/s')
+  for batch, r in results.items():
+    gflops = r['step_flops'] / (r['jax_ms'] * 1e-3) / 1e9
+    print(f'batch {batch}: jax {r["jax_ms"]:.2f} ms  torch eager {r["torch_ms"]:.2f} ms  '
+          f'torch.compile {r.get("torch_compile_ms", math.nan):.2f} ms  '
+          f'speedup {r["torch_ms"] / r["jax_ms"]:.2f}x  '
+          f'step {r["step_flops"] / 1e9:.2f} GFLOP (full forward {r["full_flops"] / 1e9:.2f})  '
+          f'{gflops:.1f} GFLOP/s = {gflops / peak_gflops:.1%} of peak')
+    if r.get('torch_compile_error'):
+      print(f'  torch.compile failed: {r["torch_compile_error"]}')
+    for name in r.get('jax_stages', {}):
+      print(f'  stage {name:>10}: jax {r["jax_stages"][name]:8.2f} ms   '
+            f'torch {r["torch_stages"][name]:8.2f} ms')
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  threads = _THREADS.value or os.cpu_count()
+  torch.set_num_threads(threads)
+  model, variables, reference = build_models(config.model, config.seed)
+  results = {}
+  for batch in [int(b) for b in _BATCH.value]:
+    results[batch] = measure_batch(model, variables, reference, batch, _ITERS.value, _WARMUP.value,
+                                   _TORCH_COMPILE.value, _STAGES.value)
+  peak = common.matmul_peak_gflops(_PEAK_SIZE.value)
+  print_report(flags.FLAGS['config'].config_filename, results, peak, threads)
+  print(common.format_key_values(summary_values(results, peak, threads)))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
