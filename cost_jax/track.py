@@ -7,7 +7,7 @@ Writes <results_dir>/<tracker_name>/<dataset>/<sequence>.txt (one `x,y,w,h` line
 or truncated ints with --int_results) and <sequence>_time.txt (seconds a frame). Resumable: a sequence
 whose result file already has one line per frame is skipped, so a rerun after an interruption finishes
 only the rest. Sequences run `config.track.batch_slots` at a time (cost_jax.tracker.BatchedEvaluator);
-the progress bar counts frames (fps) and sequences.
+the progress bar counts frames as they are tracked (fps) and finished sequences.
 """
 
 import os
@@ -44,12 +44,11 @@ def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=Tru
   bar = tqdm.tqdm(total=sum(len(s) for s in pending), unit='frame', disable=not progress,
                   desc=f'{len(sequences) - len(pending)} done before')
   bar.set_postfix(sequences=f'0/{len(pending)}')
-  for result in evaluator.run(pending):
+  for result in evaluator.run(pending, on_frames=bar.update):
     path = result_path(out_dir, result.sequence)
     results_io.write_times(path, result.times)
     results_io.write_results(path, result.boxes, int_results=int_results)  # last: marks it finished
     tracked.append(result.sequence.name)
-    bar.update(len(result.sequence))
     bar.set_postfix(sequences=f'{len(tracked)}/{len(pending)}')
   bar.close()
   return tracked
@@ -61,7 +60,7 @@ def define_flags():
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoint.')
   flags.DEFINE_string('dataset', None, 'Dataset name (lasot, tnl2k, otb99_lang, ...).')
   flags.DEFINE_string('data_dir', None, 'Dataset root; default config.data.roots.<dataset>.')
-  flags.DEFINE_string('split', None, "Dataset split; default the reader's test split.")
+  flags.DEFINE_string('split', None, "Dataset split; unset: the reader's default.")
   flags.DEFINE_string('results_dir', None, 'Where result folders are written.')
   flags.DEFINE_string('tracker_name', 'cost', 'Result folder name of this tracker.')
   flags.DEFINE_bool('int_results', False, 'Write truncated ints like published raw results.')

@@ -247,11 +247,13 @@ class BatchedEvaluator:
     jax.block_until_ready(state)
     return state, time.perf_counter() - tic
 
-  def run(self, sequences):
+  def run(self, sequences, on_frames=None):
     """Yields a SequenceResult(sequence, boxes [N, 4] float64 px, times [N] s) as each one ends.
 
     Frame 0's box is the ground truth (the initialisation), as in pytracking's results.
+    on_frames(n), when given, is called with the number of frames each initialisation or step did.
     """
+    on_frames = on_frames or (lambda n: None)
     queue = collections.deque(sequences)
     slots = [None] * self.num_slots  # per slot: {'sequence', 'next', 'boxes', 'times'} or None
     state = None
@@ -262,6 +264,7 @@ class BatchedEvaluator:
           state, seconds = self._start(state, i, sequence)
           slots[i] = {'sequence': sequence, 'next': 1,
                       'boxes': [np.asarray(sequence.boxes[0], np.float64)], 'times': [seconds]}
+          on_frames(1)
           if len(sequence) == 1:
             yield self._result(slots[i])
             slots[i] = None
@@ -279,6 +282,7 @@ class BatchedEvaluator:
       state, boxes, _ = self._step(self.variables, state, batch, sizes)
       boxes = np.asarray(boxes, np.float64)
       seconds = (time.perf_counter() - tic) / len(busy)
+      on_frames(len(busy))
       for i in busy:
         slot = slots[i]
         slot['boxes'].append(boxes[i])
