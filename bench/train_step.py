@@ -1,0 +1,214 @@
+r"""Training throughput, JAX vs PyTorch eager: same architecture, weights, batch, loss and optimiser.
+
+  python -m bench.train_step --config=configs/cost_tiny.py
+  python -m bench.train_step --config=configs/cost_r50.py --batch=2 --iters=3 --warmup=1   # CPU
+  python -m bench.train_step --config=configs/cost_tiny.py --iters=2 --warmup=1 --batch=2 \
+      --peak_size=256                                                # smoke run (tests/test_bench.py)
+
+What is timed: one whole update on a batch already in memory (random uint8 crops, boxes and token
+ids; no input pipeline): forward in train mode (dropout on, BatchNorm frozen), the DESIGN §3 loss
+(weighted BCE + L1 + GIoU over positive tokens + CoA), backward, global-norm clipping and AdamW with
+the backbone and text encoder at lr x0.1 and no decay on biases, norms, embeddings and logit_scale.
+JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh.
+PyTorch: torch_reference.COST with the same initial weights, `torch_losses` (a mirror of
+cost_jax.losses, tested equal in tests/test_bench.py) and torch.optim.AdamW with the same groups.
+float32; median step time over --iters after --warmup. FLOPs of the JAX step from XLA's cost
+analysis of the compiled update (frozen parts' forward included).
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from bench import common
+from bench import torch_reference
+from cost_jax import optim
+from cost_jax import sharding
+from cost_jax import train
+from cost_jax.models import cost
+from input_pipeline import crops
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Model and training config file.')
+_BATCH = flags.DEFINE_integer('batch', 0, 'Pairs per step; 0 = config.train.batch_size.')
+_ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
+_PEAK_SIZE = flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
+_THREADS = flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+
+
+def random_batch(config, batch, seed=0):
+  """A training batch of the stream's keys and dtypes (numpy): crops, boxes, ids, mask, keys."""
+  cfg = config.model
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1, cfg.text.vocab_size, (batch, cfg.text.max_len)).astype(np.int32)
+  mask = (np.arange(cfg.text.max_len)[None] < rng.integers(3, cfg.text.max_len, (batch, 1)))
+  centre = rng.uniform(0.3, 0.7, (batch, 2))
+  size = rng.uniform(0.02, 0.3, (batch, 2))
+  return {
+      'template': rng.integers(0, 256, (batch, cfg.template_size, cfg.template_size, 3), np.uint8),
+      'search': rng.integers(0, 256, (batch, cfg.search_size, cfg.search_size, 3), np.uint8),
+      'search_box': np.concatenate([centre, size], 1).astype(np.float32),
+      'text_ids': ids * mask.astype(np.int32),
+      'text_mask': mask.astype(np.int32),
+      'text_key': rng.integers(0, max(batch // 2, 1), batch).astype(np.int32),
+      'sequence_key': np.arange(batch, dtype=np.int32),
+  }
+
+
+def normalised_token_centers(model_cfg):
+  """[grid^2, 2] token centres normalised to the search crop (what the trainer uses)."""
+  return np.asarray(crops.token_centers(model_cfg), np.float32) / model_cfg.search_size
+
+
+# ------------------------------------------------------------------------------ PyTorch side
+
+def _xyxy(boxes):
+  cx, cy, w, h = boxes.unbind(-1)
+  return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def torch_losses(outputs, inter, batch, token_centers, train_cfg):
+  """cost_jax.losses in PyTorch: {'cls', 'l1', 'giou', 'coa', 'loss'} (dense head).
+
+  outputs/inter: torch_reference.COST's; batch: torch tensors of random_batch's keys;
+  token_centers: [T, 2] normalised.
+  """
+  boxes = batch['search_box']
+  delta = token_centers[None] - boxes[:, None, :2]
+  inside = (delta.abs() <= boxes[:, None, 2:] / 2).all(-1)
+  nearest = F.one_hot((delta ** 2).sum(-1).argmin(-1), token_centers.shape[0]).bool()
+  positives = torch.where(inside.any(-1, keepdim=True), inside, nearest).float()
+  weights = torch.where(positives > 0, 1.0, train_cfg.neg_weight)
+  bce = F.binary_cross_entropy_with_logits(outputs['logits'], positives, reduction='none')
+  losses = {'cls': (weights * bce).sum() / weights.sum()}
+  pred = outputs['boxes']
+  gt = boxes[:, None].expand_as(pred)
+  num_pos = positives.sum().clamp(min=1.0)
+  losses['l1'] = (positives * (pred - gt).abs().sum(-1)).sum() / num_pos
+  giou_loss = torchvision.ops.generalized_box_iou_loss(_xyxy(pred), _xyxy(gt), eps=1e-7)
+  losses['giou'] = (positives * giou_loss).sum() / num_pos
+  same = ((batch['text_key'][:, None] == batch['text_key'][None])
+          | (batch['sequence_key'][:, None] == batch['sequence_key'][None])).float()
+  targets = same / same.sum(-1, keepdim=True)
+  logits = inter['logit_scale'].exp() * inter['coa_visual'] @ inter['coa_text'].T
+  losses['coa'] = -((targets * logits.log_softmax(-1)).sum()
+                    + (targets * logits.T.log_softmax(-1)).sum()) / (2 * logits.shape[0])
+  losses['loss'] = (train_cfg.w_cls * losses['cls'] + train_cfg.w_l1 * losses['l1']
+                    + train_cfg.w_giou * losses['giou'] + train_cfg.w_coa * losses['coa'])
+  return losses
+
+
+def torch_optimizer(reference, train_cfg, num_steps):
+  """AdamW with cost_jax.optim's groups: (backbone | text_encoder | rest) x (decay | no decay).
+
+  Decay on Conv2d/Linear weights only (optim.decay_mask's 'kernel' leaves; attention in_proj is not a
+  'kernel' there, so not here either); the learning rate follows optim.learning_rate_fn (warmup, step
+  decay), tabulated for `num_steps`, through a LambdaLR; frozen text encoder when asked.
+  """
+  mults = {'backbone': train_cfg.backbone_lr_mult, 'text_encoder': train_cfg.text_lr_mult}
+  groups = {}
+  for name, param in reference.named_parameters():
+    top = name.split('.')[0]
+    if top == 'text_encoder' and train_cfg.freeze_text:
+      param.requires_grad_(False)
+      continue
+    module = reference.get_submodule(name.rsplit('.', 1)[0]) if '.' in name else reference
+    decay = name.endswith('.weight') and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))
+    key = (mults.get(top, 1.0), decay)
+    groups.setdefault(key, []).append(param)
+  param_groups = [{'params': params, 'lr': train_cfg.lr * mult,
+                   'weight_decay': train_cfg.weight_decay if decay else 0.0}
+                  for (mult, decay), params in groups.items()]
+  optimizer = torch.optim.AdamW(param_groups, lr=train_cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+  lrs = np.asarray(jax.vmap(optim.learning_rate_fn(train_cfg))(jnp.arange(num_steps + 1)))
+  scheduler = torch.optim.lr_scheduler.LambdaLR(
+      optimizer, lambda step: float(lrs[min(step, num_steps)]) / train_cfg.lr)
+  return optimizer, scheduler
+
+
+def torch_train_step(reference, optimizer, scheduler, batch, token_centers, train_cfg):
+  """One PyTorch update; returns the loss dict (detached)."""
+  optimizer.zero_grad(set_to_none=True)
+  outputs, inter = reference(batch['template'], batch['search'], batch['text_ids'],
+                             batch['text_mask'])
+  losses = torch_losses(outputs, inter, batch, token_centers, train_cfg)
+  losses['loss'].backward()
+  if train_cfg.grad_clip > 0:
+    torch.nn.utils.clip_grad_norm_(reference.parameters(), train_cfg.grad_clip)
+  optimizer.step()
+  scheduler.step()
+  return {k: v.detach() for k, v in losses.items()}
+
+
+def to_torch_batch(batch):
+  return {k: torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)
+          for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------ measurement
+
+def measure(config, batch_size, iters, warmup):
+  """{'jax_ms', 'torch_ms', 'step_flops'} for one update of `batch_size` pairs."""
+  model = cost.COST(config.model)
+  mesh = train.create_mesh(config)
+  state, shardings, tx = train.create_train_state(config, model, jax.random.key(config.seed), mesh)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  reference = torch_reference.load_from_flax(torch_reference.COST(config.model), variables).train()
+  step = train.make_train_step(config, model, tx, mesh, shardings)
+  batch = random_batch(config, batch_size)
+  global_batch = jax.device_put(batch, sharding.batch_sharding(mesh, config.mesh))
+  result = {'step_flops': common.compiled_flops(step, state, global_batch)}
+  holder = [state]
+
+  def jax_update():
+    holder[0], metrics = step(holder[0], global_batch)
+    jax.block_until_ready(metrics)
+
+  result['jax_ms'] = common.median_ms(jax_update, iters, warmup)
+  optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup)
+  centers = torch.from_numpy(normalised_token_centers(config.model))
+  torch_batch = to_torch_batch(batch)
+  result['torch_ms'] = common.median_ms(
+      lambda: torch_train_step(reference, optimizer, scheduler, torch_batch, centers, config.train),
+      iters, warmup)
+  return result
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  threads = _THREADS.value or os.cpu_count()
+  torch.set_num_threads(threads)
+  batch = _BATCH.value or config.train.batch_size
+  config.train.batch_size = batch
+  result = measure(config, batch, _ITERS.value, _WARMUP.value)
+  peak = common.matmul_peak_gflops(_PEAK_SIZE.value)
+  gflops = result['step_flops'] / (result['jax_ms'] * 1e-3) / 1e9
+  print(f'# bench.train_step  config={flags.FLAGS["config"].config_filename}  float32  batch {batch}')
+  print(f'# machine: {common.machine_description()}')
+  print(f'# threads: PyTorch {threads}, XLA CPU default pool ({os.cpu_count()} cores)')
+  print('# timed: one update (train-mode forward, loss, backward, clip, AdamW) on an in-memory batch')
+  print(f'jax {result["jax_ms"]:.1f} ms/step ({1e3 * batch / result["jax_ms"]:.2f} pairs/s)  '
+        f'torch eager {result["torch_ms"]:.1f} ms/step ({1e3 * batch / result["torch_ms"]:.2f} '
+        f'pairs/s)  step {result["step_flops"] / 1e9:.1f} GFLOP  {gflops:.1f} GFLOP/s = '
+        f'{gflops / peak:.1%} of the {peak:.1f} GFLOP/s matmul peak')
+  print(common.format_key_values({
+      'jax_pairs_per_s': 1e3 * batch / result['jax_ms'],
+      'torch_pairs_per_s': 1e3 * batch / result['torch_ms'],
+      'speedup_vs_torch': result['torch_ms'] / result['jax_ms'],
+      'jax_ms': result['jax_ms'], 'torch_ms': result['torch_ms'],
+      'step_gflop': result['step_flops'] / 1e9, 'peak_fraction': gflops / peak,
+      'peak_gflops': peak, 'batch': batch, 'threads': threads}))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
