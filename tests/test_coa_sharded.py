@@ -12,10 +12,14 @@ import textwrap
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_with_devices(code, num_devices, timeout=300, env=None):
+# Cheaper XLA:CPU compilation (3-4x faster on the tiny models; every compared path uses the same).
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+
+
+def run_with_devices(code, num_devices, timeout=600, env=None):
   """Runs python `code` with `num_devices` fake CPU devices; returns the JSON of its last line."""
   full_env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-                  XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
+                  XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices} {FAST_COMPILE}',
                   PYTHONPATH=ROOT)
   full_env.update(env or {})
   proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=full_env,
