@@ -267,3 +267,49 @@ def test_jitted_step_equals_fully_op_by_op_step(setup):
   with jax.disable_jit():
     _, box_eager, score_eager = t.fns.step_slot(setup['variables'], t.state, frame, wh)
   assert relative(box, box_eager) <= 1e-5 and relative(score, score_eager) <= 1e-5
+
+
+def _run(*args):
+  """Runs `python -m args...` from the repository root; returns stdout (fails with stderr's tail)."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, '-m', *args], capture_output=True, text=True, cwd=root,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return run.stdout
+
+
+@pytest.mark.heavy
+def test_command_lines_end_to_end(tmp_path):
+  """The docstring commands: track (then resumed), export, the standalone loader, visualize."""
+  from cost_jax import checkpoints
+  from configs import cost_tiny as tiny
+  from input_pipeline import synthetic
+  data, work, results = str(tmp_path / 'data'), str(tmp_path / 'work'), str(tmp_path / 'results')
+  synthetic.generate(data, 'vlsot', videos=3, seed=1, verbose=False, min_frames=6, max_frames=9)
+  saver = checkpoints.Checkpointer(work, async_save=False)
+  saver.save(1, random_variables(cost.COST(tiny.get_config().model)), {'next_step': 1}, -1)
+  saver.close()
+  common = ['--config=configs/cost_tiny.py', f'--workdir={work}']
+  track_args = ['cost_jax.track', *common, '--dataset=synthetic', f'--data_dir={data}',
+                f'--results_dir={results}', '--config.track.batch_slots=2']
+  assert '3 sequences tracked, 0 already done' in _run(*track_args)
+  out = os.path.join(results, 'cost', 'synthetic')
+  first = {n: open(os.path.join(out, n)).read() for n in sorted(os.listdir(out)) if '_time' not in n}
+  assert '0 sequences tracked, 3 already done' in _run(*track_args)
+  assert {n: open(os.path.join(out, n)).read() for n in first} == first
+  _run('cost_jax.export', *common, f'--out={tmp_path / "exported"}')
+  name = sorted(first)[0][:-len('.txt')]
+  ours = np.loadtxt(os.path.join(out, name + '.txt'), delimiter=',')
+  loaded = _run('cost_jax.export_runtime', f'--dir={tmp_path / "exported"}',
+                f'--frames={os.path.join(data, name, "imgs", "*.jpg")}',
+                '--box=' + ','.join(f'{v:.3f}' for v in ours[0]),
+                '--sentence=' + open(os.path.join(data, name, 'language.txt')).read().strip())
+  exported = np.array([[float(v) for v in line.split(',')] for line in loaded.split()])
+  assert exported.shape == ours.shape
+  assert np.mean(np.abs(exported - ours).max(axis=1) <= 1e-2) >= 0.9  # 3-decimal files, random net
+  _run('cost_jax.visualize', '--dataset=synthetic', f'--data_dir={data}', f'--sequence={name}',
+       f'--results_dir={results}', '--attention', *common, f'--out={tmp_path / "v.gif"}')
+  with Image.open(tmp_path / 'v.gif') as gif:
+    assert gif.n_frames == len(ours)
