@@ -23,6 +23,7 @@ host slices into one jax.Array, so the global batch is the same for any number o
 
 import collections
 import io
+import types
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +35,7 @@ from input_pipeline import tokenize
 
 REASONS = ('empty_sentence', 'non_ascii_sentence', 'long_sentence', 'no_visible_frame', 'bad_box',
            'box_outside_image', 'missing_frame', 'corrupt_frame')
+BATCH_KEYS = ('template', 'search', 'search_box', 'text_ids', 'text_mask', 'text_key', 'sequence_key')
 MAX_ATTEMPTS = 64  # consecutive bad attempts for one example before the data is declared unusable
 DECODE_MARGIN = 4  # px decoded beyond the window: chroma upsampling is wrong at a crop's border
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2/PIL grayscale
@@ -54,19 +56,61 @@ def sentence_problem(sentence, tokenizer, longer):
   return None
 
 
-def raw_frame_reader(sequence, index):
-  """Bytes of frame `index` of a sequence read from its folder; OSError when missing."""
-  with open(sequence.frames[index], 'rb') as f:
-    return f.read()
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 def image_size(data):
-  """(width, height) from an encoded image's header; ValueError when it is not a readable image."""
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      return image.size
-  except Exception as e:  # PIL raises several types for bad headers
-    raise ValueError(f'unreadable image: {e}') from e
+  """(width, height) from an encoded image's header; ValueError when it is not a readable image.
+
+  JPEG (walks the marker segments to the frame header) and PNG (IHDR) are parsed here, in a few
+  microseconds; other formats go through PIL.
+  """
+  if data[:2] == b'\xff\xd8':
+    i = 2
+    while i + 9 <= len(data):
+      if data[i] != 0xFF:
+        raise ValueError(f'bad JPEG marker at byte {i}')
+      marker = data[i + 1]
+      if marker == 0xFF:  # fill byte
+        i += 1
+      elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+        i += 2
+      elif marker in _JPEG_SOF:
+        height, width = int.from_bytes(data[i + 5:i + 7], 'big'), int.from_bytes(data[i + 7:i + 9], 'big')
+        break
+      elif marker in (0xDA, 0xD9):
+        raise ValueError('JPEG without a frame header')
+      else:
+        i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+    else:
+      raise ValueError('truncated JPEG header')
+  elif data[:8] == _PNG_SIGNATURE and data[12:16] == b'IHDR' and len(data) >= 24:
+    width, height = int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+  else:
+    try:
+      with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    except Exception as e:  # PIL raises several types for bad headers
+      raise ValueError(f'unreadable image: {e}') from e
+  if width <= 0 or height <= 0:
+    raise ValueError(f'image size {width} x {height}')
+  return width, height
+
+
+def file_image_size(path):
+  """(width, height) of an image file from its first bytes (tf.io.read_file reads the rest in the
+  graph, without the GIL); OSError when missing, ValueError when unreadable."""
+  with open(path, 'rb') as f:
+    data = f.read(4096)
+    while True:
+      try:
+        return image_size(data)
+      except ValueError:
+        more = f.read(max(len(data), 65536))
+        if not more:
+          raise
+        data += more
 
 
 def _box_ok(box):
@@ -103,8 +147,8 @@ class PairStream:
   `.batch(step)` and `.iterate(start_step)` give dicts of numpy arrays (b = B / num_hosts):
   template uint8 [b, Ht, Ht, 3], search uint8 [b, Hs, Hs, 3], search_box f32 [b, 4] (normalised cx, cy,
   w, h in the search crop), text_ids / text_mask int32 [b, L], text_key / sequence_key int32 [b].
-  frame_reader(sequence, index) -> bytes reads frames (default: the files; tfds_builders gives one for
-  config.data.source = 'tfds').
+  frame_reader(sequence, index) -> bytes reads frames (tfds_builders gives one for config.data.source =
+  'tfds'); None (raw) = the planner reads each file's header and tf.io.read_file the file.
   """
 
   def __init__(self, config, sequences_by_dataset, host_id=0, num_hosts=1, frame_reader=None):
@@ -114,12 +158,15 @@ class PairStream:
     if not 0 <= host_id < num_hosts:
       raise ValueError(f'host_id {host_id} not in [0, {num_hosts})')
     self.config = config
+    # Plain copies of the fields the planner reads for every example (ConfigDict lookups are slow).
+    self._data = types.SimpleNamespace(**config.data.to_dict())
+    self._crop = types.SimpleNamespace(**config.crop.to_dict())
+    self._sizes = (config.model.template_size, config.model.search_size)
+    self._seed = int(config.seed)
     self.global_batch = batch
     self.host_batch = batch // num_hosts
     self.host_id = host_id
-    if frame_reader is None:
-      frame_reader = self._default_reader(config, sequences_by_dataset)
-    self._read = frame_reader
+    self._read = frame_reader or self._default_reader(config, sequences_by_dataset)
     tokenizer = tokenize.tokenizer_for(config.model)
     longer = tokenize.Tokenizer(tokenizer.vocab_path, max_len=tokenizer.max_len + 1)
     self.text_len = tokenizer.max_len
@@ -142,7 +189,7 @@ class PairStream:
   @staticmethod
   def _default_reader(config, sequences_by_dataset):
     if config.data.source == 'raw':
-      return raw_frame_reader
+      return None
     if config.data.source == 'tfds':
       from input_pipeline import tfds_builders
       return tfds_builders.FrameReader(config.data.tfds_dir, sequences_by_dataset)
@@ -151,12 +198,12 @@ class PairStream:
   # ------------------------------------------------------------------------------ plan (Python)
 
   def _rng(self, g, attempt):
-    key = (int(self.config.seed) << 64) | (int(g) << 16) | int(attempt)
+    key = (self._seed << 64) | (int(g) << 16) | int(attempt)
     return np.random.Generator(np.random.Philox(key=key))
 
   def _try(self, g, attempt):
     """One attempt at example g: (plan dict, None) or (None, reason)."""
-    d, c = self.config.data, self.config.crop
+    d, c = self._data, self._crop
     rng = self._rng(g, attempt)
     infos = self._infos[int(np.searchsorted(self._cumulative, rng.random(), side='right'))]
     info = infos[rng.integers(len(infos))]
@@ -171,14 +218,19 @@ class PairStream:
     boxes = info.seq.boxes[[t, s]]
     if not (_box_ok(boxes[0]) and _box_ok(boxes[1])):
       return None, 'bad_box'
-    data, sizes = [], []
+    paths, data, sizes = [], [], []
     for index, box in zip((t, s), boxes):
       try:
-        data.append(self._read(info.seq, index))
+        if self._read is None:
+          paths.append(info.seq.frames[index])
+          data.append(b'')
+          size = file_image_size(paths[-1])
+        else:
+          paths.append('')
+          data.append(self._read(info.seq, index))
+          size = image_size(data[-1])
       except OSError:
         return None, 'missing_frame'
-      try:
-        size = image_size(data[-1])
       except ValueError:
         return None, 'corrupt_frame'
       if not _box_in_image(box, size):
@@ -191,13 +243,12 @@ class PairStream:
     brightness = rng.uniform(max(0.0, 1.0 - d.brightness), 1.0 + d.brightness, size=2)
     gray = rng.random() < d.grayscale_prob
     regions, resize_boxes = [], []
-    for window, (width, height), out in zip((t_window, s_window), sizes,
-                                            (self.config.model.template_size, self.config.model.search_size)):
+    for window, (width, height), out in zip((t_window, s_window), sizes, self._sizes):
       y0, y1, x0, x1 = window_region(window, height, width)
       regions.append((y0, y1, x0, x1))
       shifted = window - np.array([x0, y0, 0.0])
       resize_boxes.append(crops.resize_box(shifted, y1 - y0, x1 - x0, out))
-    return dict(t_bytes=data[0], s_bytes=data[1], windows=np.stack([t_window, s_window]),
+    return dict(t_path=paths[0], s_path=paths[1], t_bytes=data[0], s_bytes=data[1], windows=np.stack([t_window, s_window]),
                 regions=np.array(regions, np.int32), resize_boxes=np.array(resize_boxes, np.float32),
                 brightness=brightness, gray=gray,
                 search_box=crops.box_to_crop(boxes[1], s_window), ids=info.ids, mask=info.mask,
@@ -218,7 +269,8 @@ class PairStream:
   def _plan_np(self, g, first_attempt):
     plan, attempt, reasons = self.plan(int(g), int(first_attempt))
     counts = np.array([reasons[r] for r in REASONS], np.int32)
-    return (np.array(plan['t_bytes'], dtype=object), np.array(plan['s_bytes'], dtype=object),
+    return (np.array(plan['t_path'].encode(), dtype=object), np.array(plan['s_path'].encode(), dtype=object),
+            np.array(plan['t_bytes'], dtype=object), np.array(plan['s_bytes'], dtype=object),
             plan['regions'], plan['resize_boxes'], plan['brightness'].astype(np.float32),
             np.bool_(plan['gray']), plan['search_box'].astype(np.float32), plan['ids'], plan['mask'],
             np.int32(plan['text_key']), np.int32(plan['sequence_key']), counts, np.int64(attempt))
@@ -230,16 +282,16 @@ class PairStream:
     m = self.config.model
     out = tf.numpy_function(
         self._plan_np, [g, first_attempt],
-        [tf.string, tf.string, tf.int32, tf.float32, tf.float32, tf.bool, tf.float32, tf.int32,
-         tf.int32, tf.int32, tf.int32, tf.int32, tf.int64], stateful=False)
-    (t_bytes, s_bytes, regions, boxes, brightness, gray, search_box, ids, mask, text_key, seq_key, counts,
+        [tf.string, tf.string, tf.string, tf.string, tf.int32, tf.float32, tf.float32, tf.bool, tf.float32,
+         tf.int32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int64], stateful=False)
+    (t_path, s_path, t_bytes, s_bytes, regions, boxes, brightness, gray, search_box, ids, mask, text_key, seq_key, counts,
      attempt) = out
     regions = tf.ensure_shape(regions, [2, 4])
     boxes = tf.ensure_shape(boxes, [2, 4])
     brightness = tf.ensure_shape(brightness, [2])
     gray = tf.ensure_shape(gray, [])
-    template = render(t_bytes, regions[0], boxes[0], m.template_size, brightness[0], gray)
-    search = render(s_bytes, regions[1], boxes[1], m.search_size, brightness[1], gray)
+    template = render(encoded_frame(t_path, t_bytes), regions[0], boxes[0], m.template_size, brightness[0], gray)
+    search = render(encoded_frame(s_path, s_bytes), regions[1], boxes[1], m.search_size, brightness[1], gray)
     return dict(g=g, attempt=tf.ensure_shape(attempt, []), template=template, search=search,
                 search_box=tf.ensure_shape(search_box, [4]),
                 text_ids=tf.ensure_shape(ids, [self.text_len]),
@@ -280,41 +332,50 @@ class PairStream:
     parallel = self.config.data.num_parallel_calls
     ds = gs.map(lambda g: self._example(g, tf.constant(0, tf.int64)),
                 num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
-    ds = ds.ignore_errors(log_warning=False)
+    ds = ds.ignore_errors(log_warning=False).batch(self.host_batch)
     options = tf.data.Options()
     options.deterministic = True
-    return ds.with_options(options).prefetch(max(1, self.config.data.prefetch) * self.host_batch)
+    return ds.with_options(options).prefetch(max(1, self.config.data.prefetch))
 
-  def _batches(self, elements, steps):
-    """Groups per-example elements into host batches, rebuilding any example tf.data dropped."""
-    pending = None
+  def _batches(self, chunks, steps):
+    """Host batches from tf.data's batches of surviving examples, rebuilding any example it dropped.
+
+    Without drops every chunk is exactly the next host batch; after a drop, chunks are split into
+    examples and regrouped by g.
+    """
+    pending = []  # examples read ahead, in increasing g
     for step in steps:
+      want = self.host_indices(step)
+      if not pending:
+        chunk = next(chunks, None)
+        if chunk is not None and np.array_equal(chunk['g'], want):
+          yield self._finish(chunk)
+          continue
+        pending = _split(chunk)
       examples = []
-      for g in self.host_indices(step):
-        if pending is None:
-          pending = next(elements, None)
-        if pending is not None and pending['g'] == g:
-          examples.append(pending)
-          pending = None
+      for g in want:
+        if not pending:
+          pending = _split(next(chunks, None))
+        if pending and pending[0]['g'] == g:
+          examples.append(pending.pop(0))
         else:
           examples.append(self.example(int(g)))  # dropped by tf.data
-      yield self._stack(examples)
+      yield self._finish(_stack(examples))
 
-  def _stack(self, examples):
-    for example in examples:
-      for reason, n in zip(REASONS, example['counts']):
-        if n:
-          self._counts[reason] += int(n)
-    keys = ('template', 'search', 'search_box', 'text_ids', 'text_mask', 'text_key', 'sequence_key')
-    return {k: np.stack([e[k] for e in examples]) for k in keys}
+  def _finish(self, batch):
+    """Counts the batch's replacements; returns the public fields."""
+    for reason, n in zip(REASONS, np.sum(batch['counts'], axis=0)):
+      if n:
+        self._counts[reason] += int(n)
+    return {k: batch[k] for k in BATCH_KEYS}
 
   def batch(self, step):
     """The host-local slice of global batch `step` (dict of numpy arrays)."""
-    return self._stack([self.example(int(g)) for g in self.host_indices(step)])
+    return self._finish(_stack([self.example(int(g)) for g in self.host_indices(step)]))
 
   def iterate(self, start_step=0):
     """Host batches start_step, start_step + 1, ... (tf.data, prefetching), forever."""
-    elements = self._dataset(start_step).as_numpy_iterator()
+    chunks = self._dataset(start_step).as_numpy_iterator()
 
     def steps():
       step = start_step
@@ -322,11 +383,27 @@ class PairStream:
         yield step
         step += 1
 
-    return self._batches(elements, steps())
+    return self._batches(chunks, steps())
 
   def replacements(self):
     """{reason: count} of examples replaced in the batches handed out so far."""
     return dict(self._counts)
+
+
+def _split(chunk):
+  """A batched dict of numpy -> list of per-example dicts ([] for None)."""
+  if chunk is None:
+    return []
+  return [{k: v[i] for k, v in chunk.items()} for i in range(len(chunk['g']))]
+
+
+def _stack(examples):
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def encoded_frame(path, data):
+  """The encoded frame: the file at `path` (read in the graph) when given, else `data`."""
+  return tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
 
 
 def render(contents, region, box, size, brightness, gray):

@@ -152,10 +152,15 @@ class FrameReader:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('dataset', 'synthetic', list(readers.DATASETS), 'format to build')
-flags.DEFINE_enum('split', 'all', list(SPLITS), 'reader split')
-flags.DEFINE_string('manual_dir', None, 'the benchmark folder (or a synthetic set)')
-flags.DEFINE_string('tfds_dir', None, 'TFDS data_dir to write into (config.data.tfds_dir)')
+
+
+def define_flags():
+  """Flags of this program (defined only when it runs: the stream imports this module)."""
+  flags.DEFINE_enum('dataset', 'synthetic', list(readers.DATASETS), 'format to build')
+  flags.DEFINE_enum('split', 'all', list(SPLITS), 'reader split')
+  flags.DEFINE_string('manual_dir', None, 'the benchmark folder (or a synthetic set)')
+  flags.DEFINE_string('tfds_dir', None, 'TFDS data_dir to write into (config.data.tfds_dir)')
+  flags.mark_flags_as_required(['manual_dir', 'tfds_dir'])
 
 
 def main(argv):
@@ -167,5 +172,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['manual_dir', 'tfds_dir'])
+  define_flags()
   app.run(main)

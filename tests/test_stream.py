@@ -223,3 +223,14 @@ def test_to_global_single_device(stream):
   arrays = stream_lib.to_global(batch, mesh, jax.sharding.PartitionSpec('data'))
   for k in batch:
     np.testing.assert_array_equal(np.asarray(arrays[k]), batch[k])
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG', 'BMP'])
+def test_image_size_from_header(fmt):
+  for size, mode in (((37, 21), 'RGB'), ((5, 300), 'L')):
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, fmt)
+    assert stream_lib.image_size(buffer.getvalue()) == size
+  for bad in (b'', b'\xff\xd8\xff', b'\xff\xd8\xff\xda\x00\x02', b'not an image'):
+    with pytest.raises(ValueError):
+      stream_lib.image_size(bad)
