@@ -243,13 +243,15 @@ def vlsot_curves(pred, gt, compat=False):
 
 
 def accuracy_iou(pred, gt):
-  """VL-SOT500_Accuracy_Evaluation.py iou: continuous, 0 without overlap (no eps)."""
-  x0, y0 = max(pred[0], gt[0]), max(pred[1], gt[1])
-  x1, y1 = min(pred[0] + pred[2], gt[0] + gt[2]), min(pred[1] + pred[3], gt[1] + gt[3])
-  if x1 - x0 <= 0 or y1 - y0 <= 0:
-    return 0.0
-  inter = (x1 - x0) * (y1 - y0)
-  return inter / (pred[2] * pred[3] + gt[2] * gt[3] - inter)
+  """VL-SOT500_Accuracy_Evaluation.py iou: continuous, 0 without overlap, no eps; areas as
+  (x + w - x) * (y + h - y), in the script's order (same rounding)."""
+  x0, y0, x1, y1 = pred[0], pred[1], pred[0] + pred[2], pred[1] + pred[3]
+  gx0, gy0, gx1, gy1 = gt[0], gt[1], gt[0] + gt[2], gt[1] + gt[3]
+  ox0, oy0, ox1, oy1 = max(x0, gx0), max(y0, gy0), min(x1, gx1), min(y1, gy1)
+  if ox1 - ox0 <= 0 or oy1 - oy0 <= 0:
+    return 0
+  inter = (ox1 - ox0) * (oy1 - oy0)
+  return inter / ((x1 - x0) * (y1 - y0) + (gx1 - gx0) * (gy1 - gy0) - inter)
 
 
 def vlsot_accuracy(rows, gt):
