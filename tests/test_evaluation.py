@@ -358,6 +358,7 @@ def test_cli_prints_table_and_writes_metrics_json(tmp_path):
                        cwd=root, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert 'protocol vlsot' in out.stdout and 'FAILED other/b: missing result file' in out.stdout
+  assert 'scored on different sequence sets' in out.stdout
   with open(os.path.join(d, 'metrics.json')) as f:
     m = json.load(f)
   assert m['cost']['vlsot230']['auc'] == pytest.approx((20 + 4 * 7) / (21 * N))

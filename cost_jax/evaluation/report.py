@@ -61,6 +61,9 @@ def run(sequences, results_dir, dataset, trackers=None, protocol=None, compat=Fa
   echo(format_table(table))
   if any(m['failed'] for m in table.values()):
     echo(format_failures(table))
+    if len({frozenset(m['failed']) for m in table.values()}) > 1:
+      # pytracking's skip_missing_seq drops a sequence for every tracker; here each tracker keeps its own
+      echo('NOTE: trackers were scored on different sequence sets (see FAILED above)')
   metrics = {t: {dataset: m} for t, m in table.items()}
   update_metrics_json(os.path.join(results_dir, 'metrics.json'), metrics)
 
