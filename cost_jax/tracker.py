@@ -2,7 +2,7 @@
 
 `initialize(frame, box, sentence)` crops the template around the first box and runs the template
 branch and the text encoder once; the caches stay on the device. `track(frame)` is one jitted step:
-search crop around the last box (crop_jax, the crop module shared with the training stream), backbone,
+search crop around the last box (input_pipeline.crops, the module shared with the training stream), backbone,
 visual transformer, token conv, VL transformer and heads (`COST.track_step`), then the post-processing:
 
   score = (1 - w) * sigmoid(logit) + w * hann,  hann = outer(hanning(grid), hanning(grid)) row-major
@@ -13,7 +13,8 @@ visual transformer, token conv, VL transformer and heads (`COST.track_step`), th
 Everything on the device is a pure function of one slot (`init_slot`, `step_slot`); batched evaluation
 vmaps them over N slots. Frames of different sizes share a batch by zero-padding to a common size
 (rounded up to `track.pad_multiple`, so few shapes compile); each slot carries its true image size and
-the crop reads only the valid part of its frame, so padding never changes a result.
+the crop reads only the valid part of its frame, so padding never changes a result. The crop enters the
+network unrounded (float 0..255, see `crop_valid`).
 """
 
 import collections
@@ -114,10 +115,9 @@ class SlotFunctions:
     box = jnp.asarray(box, jnp.float32)
     template, _ = self.crop(frame, image_wh, box, c.template_factor, c.template_min_side_px,
                             m.template_size)
-    template_cache = self.apply(variables, template[None],
-                                      method=type(self.model).encode_template)
+    template_cache = self.apply(variables, template[None], method=type(self.model).encode_template)
     text_cache = self.apply(variables, text_ids[None], text_mask[None],
-                                  method=type(self.model).encode_text)
+                            method=type(self.model).encode_text)
     return {'template': template_cache, 'text': text_cache, 'box': box}
 
   def step_slot(self, variables, state, frame, image_wh):
@@ -126,7 +126,7 @@ class SlotFunctions:
     search, window = self.crop(frame, image_wh, state['box'], c.search_factor,
                                c.search_min_side_px, m.search_size)
     outputs = self.apply(variables, state['template'], state['text'], search[None],
-                               method=type(self.model).track_step)
+                         method=type(self.model).track_step)
     outputs = jax.tree.map(lambda a: a[0], outputs)
     box_norm, score = select_box(outputs, self.hann, k.hann_weight)
     predicted = crops.crop_to_box(box_norm, window, m.search_size).astype(jnp.float32)
