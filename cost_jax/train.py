@@ -56,6 +56,9 @@ class MetricsLogger:
       os.makedirs(workdir, exist_ok=True)
       self._tf = tf
       self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      from tensorflow.core.framework import summary_pb2
+      self._scalar_metadata = summary_pb2.SummaryMetadata(
+          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'))
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
 
   def write(self, step, metrics, replacements):
@@ -72,8 +75,9 @@ class MetricsLogger:
     self._jsonl.flush()
     with self._writer.as_default(step=step):
       for k, v in record.items():
-        if k != 'step':
-          self._tf.summary.scalar(k, v)
+        if k != 'step':  # what tf.summary.scalar writes, without needing the tensorboard package
+          self._tf.summary.write(k, self._tf.constant(v, self._tf.float32),
+                                 metadata=self._scalar_metadata)
     self._writer.flush()
     rate = metrics.get('steps_per_s')
     eta = f'{(self.num_steps - step) / rate / 60:.1f} min' if rate else '?'

@@ -1,0 +1,107 @@
+"""Checkpoints through the training loop: resume after SIGTERM is bit-identical to a straight run,
+a forced NaN stops the run naming the step with the last checkpoint intact, restore_variables.
+
+Each run is a fresh process (tests.test_coa_sharded.run_with_devices) of train_and_evaluate with the
+stub model of tests.test_train on a small synthetic LaSOT-layout set.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.test_coa_sharded import run_with_devices
+
+TRAIN = """
+import json, os, signal
+from cost_jax import checkpoints, train
+from input_pipeline import stream
+from tests.test_train import StubCOST, tiny_config
+
+args = json.loads(os.environ['COST_TEST_ARGS'])
+config = tiny_config(batch_size=args.get('batch_size', 4), pretrained_vocab=True)
+config.data.roots.synthetic = args['data']
+config.train.update(args['train'])
+config.mesh.shape = tuple(args.get('mesh', (-1, 1)))
+if args.get('sigterm_at') is not None:  # a real SIGTERM while the batch of that step is read
+  original = stream.PairStream.iterate
+  def iterate(self, start_step=0):
+    for step, batch in enumerate(original(self, start_step), start_step):
+      if step == args['sigterm_at']:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+  stream.PairStream.iterate = iterate
+if args.get('coordinator'):
+  from cost_jax import distributed
+  distributed.initialize(args['coordinator'], args['num_processes'], args['process_id'])
+model = None if args.get('real_model') else StubCOST(config.model)
+try:
+  state = train.train_and_evaluate(config, args['workdir'], model=model)
+  print(json.dumps({'step': int(state.step)}))
+except checkpoints.NonFiniteError as e:
+  print(json.dumps({'error': str(e)}))
+"""
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory):
+  from input_pipeline import synthetic
+  root = str(tmp_path_factory.mktemp('synthetic'))
+  synthetic.generate(root, 'lasot', videos=4, seed=0, verbose=False)
+  return root
+
+
+def train_run(workdir, data, train_cfg, num_devices=1, **extra):
+  args = dict(workdir=str(workdir), data=data, train=train_cfg, **extra)
+  return run_with_devices(TRAIN, num_devices, env={'COST_TEST_ARGS': json.dumps(args)})
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def variables(workdir):
+  from cost_jax import checkpoints
+  import jax
+  return jax.tree.leaves(checkpoints.restore_variables(str(workdir), None))
+
+
+def test_resume_after_sigterm_is_bit_identical(tmp_path, synthetic_root):
+  train_cfg = dict(num_steps=6, log_every=1, checkpoint_every=100)
+  assert train_run(tmp_path / 'straight', synthetic_root, train_cfg) == {'step': 6}
+  stopped = train_run(tmp_path / 'resumed', synthetic_root, train_cfg, sigterm_at=2)
+  assert stopped == {'step': 3}  # SIGTERM during step 3's input: step 3 finishes, saves, exits 0
+  assert train_run(tmp_path / 'resumed', synthetic_root, train_cfg) == {'step': 6}
+  straight, resumed = read_metrics(tmp_path / 'straight'), read_metrics(tmp_path / 'resumed')
+  assert [m['step'] for m in resumed] == [1, 2, 3, 4, 5, 6]
+  for key in ('loss', 'cls', 'l1', 'giou', 'coa', 'grad_norm'):
+    assert [m[key] for m in straight] == [m[key] for m in resumed], key
+  for a, b in zip(variables(tmp_path / 'straight'), variables(tmp_path / 'resumed')):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, synthetic_root):
+  train_cfg = dict(num_steps=6, log_every=3, checkpoint_every=2, force_nan_at_step=3)
+  out = train_run(tmp_path, synthetic_root, train_cfg)
+  assert 'not finite at step 3' in out['error'], out
+  from cost_jax import checkpoints
+  assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 2
+  assert all(np.isfinite(x).all() for x in variables(tmp_path))
+
+
+def test_checkpointer_refuses_to_save_after_nonfinite_step(tmp_path):
+  from cost_jax import checkpoints
+  ckpt = checkpoints.Checkpointer(str(tmp_path), keep=2, async_save=False)
+  state = {'params': {'w': np.ones(3, np.float32)}}
+  for step in (1, 2, 3):
+    ckpt.save(step, state, {'next_step': step}, nonfinite_step=-1)
+  with pytest.raises(checkpoints.NonFiniteError, match='step 7'):
+    ckpt.save(4, state, {'next_step': 4}, nonfinite_step=7)
+  ckpt.wait()
+  assert ckpt.latest_step() == 3 and sorted(ckpt.manager.all_steps()) == [2, 3]  # keep-N
+  restored, metadata = ckpt.restore({'params': {'w': np.zeros(3, np.float32)}})
+  assert metadata == {'next_step': 3}
+  np.testing.assert_array_equal(restored['params']['w'], state['params']['w'])
+  ckpt.close()
