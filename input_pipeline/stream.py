@@ -416,10 +416,15 @@ def render(contents, region, box, size, brightness, gray):
   image = decode_region(contents, region)
   fill = region_mean(image)
   crop = crops.crop_tf_float(image, None, size, fill, box=box)
-  luma = crop[..., 0:1] * _GRAY[0] + crop[..., 1:2] * _GRAY[1] + crop[..., 2:3] * _GRAY[2]
-  crop = tf.cond(gray, lambda: tf.concat([luma, luma, luma], axis=-1), lambda: crop)
-  crop = tf.clip_by_value(crop * brightness, 0.0, 255.0)
-  return tf.cast(tf.floor(crop + 0.5), tf.uint8)
+  crop = tf.cond(gray, lambda: grayscale(crop), lambda: crop)
+  # round half up and clip to 0..255: x + 0.5 clipped to [0, 255.5], truncated by the cast
+  return tf.cast(tf.clip_by_value(crop * brightness + 0.5, 0.0, 255.5), tf.uint8)
+
+
+def grayscale(image):
+  """[..., 3] RGB -> luma repeated on 3 channels (elementwise: the same bytes in every execution mode)."""
+  luma = image[..., 0:1] * _GRAY[0] + image[..., 1:2] * _GRAY[1] + image[..., 2:3] * _GRAY[2]
+  return tf.concat([luma, luma, luma], axis=-1)
 
 
 def region_mean(region):

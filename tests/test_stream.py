@@ -234,3 +234,31 @@ def test_image_size_from_header(fmt):
   for bad in (b'', b'\xff\xd8\xff', b'\xff\xd8\xff\xda\x00\x02', b'not an image'):
     with pytest.raises(ValueError):
       stream_lib.image_size(bad)
+
+
+def test_to_global_on_eight_fake_devices():
+  """One process, mesh ('data', 'fsdp') = (4, 2): every device holds its contiguous rows."""
+  import subprocess
+  import sys
+  import textwrap
+  code = textwrap.dedent('''
+      import jax, numpy as np
+      from jax.sharding import Mesh, PartitionSpec as P
+      from input_pipeline import stream
+      mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ('data', 'fsdp'))
+      batch = {'search': np.arange(8 * 2 * 3, dtype=np.uint8).reshape(8, 2, 3),
+               'text_key': np.arange(8, dtype=np.int32)}
+      out = stream.to_global(batch, mesh, P(('data', 'fsdp')))
+      for k, v in out.items():
+        assert v.shape == batch[k].shape and v.sharding.spec == P(('data', 'fsdp')), k
+        np.testing.assert_array_equal(np.asarray(v), batch[k])
+        for shard in v.addressable_shards:
+          np.testing.assert_array_equal(shard.data, batch[k][shard.index])
+          assert shard.data.shape[0] == 1
+      print('ok')
+  ''')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-c', code], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0 and result.stdout.strip().endswith('ok'), result.stderr[-2000:]
