@@ -5,12 +5,13 @@ generator keyed by (seed, g, attempt) -- stateless: no state survives between ex
 example can be rebuilt alone, on any host, after any restart. The plan picks a dataset by weight, a
 sequence, a visible template frame and a visible search frame at most max_gap frames apart, jitters
 both boxes (TransT's units: size x exp(N(0, scale_jitter)), centre + sqrt(w h) centre_jitter U(-1/2,
-1/2)), picks per-image brightness and a joint grayscale flip, and reads the frames' bytes. tf.data then
-decodes only each window (JPEG: `decode_and_crop_jpeg` on the window clipped to the image, plus a
-small margin; PNG: whole) and crops it with `crops.crop_tf_float`; pixels
-outside the image take the mean of the decoded part (the frame mean when the window covers the frame).
-The window is clipped to the image size read from the frame's header by the planner, which computes
-all geometry in float64 numpy so that tf.data and eager rebuilds give identical bytes.
+1/2)), picks per-image brightness and a joint grayscale flip, and reads each frame's header (image
+size) -- or, from TFDS, its bytes. tf.data then reads the files (tf.io.read_file, no GIL), decodes only
+each window (JPEG: `decode_and_crop_jpeg` on the window clipped to the image plus a small margin; PNG:
+whole) and crops it with `crops.crop_tf_float`; pixels outside the image take the mean of the decoded
+part (the frame mean when the window covers the frame). The planner clips windows with the header's
+size (not extract_jpeg_shape in the graph) and computes all geometry in float64 numpy, so tf.data and
+an eager rebuild give identical bytes.
 
 Bad data never shifts later samples: a plan that meets a bad sentence, a box that is not finite and
 positive or misses the image, a missing or unreadable frame, retries the same g with attempt + 1; a
