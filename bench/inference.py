@@ -8,7 +8,8 @@ What is timed: `COST.track_step` — search-crop trunk + input_proj, TransT feat
 cached template map, token conv, VL transformer with the cached text tokens, dense heads — on a uint8
 search crop already in memory (no cropping, no decoding), template and text caches computed once
 beforehand, float32, eval mode. JAX: one jitted call, block_until_ready. PyTorch: torch.inference_mode,
-the same thread count. Latency = median over --iters calls after --warmup calls.
+the same thread count. Latency = median over ceil(--iters / batch) calls (at least --iters frames)
+after --warmup calls.
 
 Beside it: the step's FLOPs and the full forward's (XLA cost analysis of the compiled programs), the
 achieved GFLOP/s, and the float32 matmul peak this machine reaches (jnp.dot of two square matrices), so
@@ -31,14 +32,19 @@ from bench import common
 from bench import torch_reference
 from cost_jax.models import cost
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config file.')
-_ITERS = flags.DEFINE_integer('iters', 50, 'Timed calls per measurement (median reported).')
-_WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed calls before timing (after compilation).')
-_BATCH = flags.DEFINE_list('batch', ['1', '8'], 'Batch sizes (sequences tracked in lock-step).')
-_TORCH_COMPILE = flags.DEFINE_boolean('torch_compile', True, 'Also time torch.compile(track_step).')
-_STAGES = flags.DEFINE_boolean('stages', True, 'Also time each stage of the step on its own.')
-_PEAK_SIZE = flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
-_THREADS = flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+
+
+def define_flags():
+  """The command-line flags (defined only when run as a program)."""
+  config_flags.DEFINE_config_file('config', None, 'Model config file.')
+  flags.DEFINE_integer('iters', 50, 'Timed frames per measurement: ceil(iters / batch) calls, '
+                'median reported.')
+  flags.DEFINE_integer('warmup', 5, 'Untimed calls before timing (after compilation).')
+  flags.DEFINE_list('batch', ['1', '8'], 'Batch sizes (sequences tracked in lock-step).')
+  flags.DEFINE_boolean('torch_compile', True, 'Also time torch.compile(track_step).')
+  flags.DEFINE_boolean('stages', True, 'Also time each stage of the step on its own.')
+  flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
+  flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
 
 
 def random_inputs(cfg, batch, seed=0):
@@ -131,6 +137,7 @@ def torch_compiled_ms(reference, template_cache, text_cache, search, iters, warm
 def measure_batch(model, variables, reference, batch, iters, warmup, with_compile, with_stages):
   """All figures for one batch size: {'jax_ms', 'torch_ms', ..., 'step_flops', 'full_flops'}."""
   cfg = model.cfg
+  iters = -(-iters // batch)  # every measurement covers at least `iters` frames
   template, search, ids, mask = random_inputs(cfg, batch)
   template_cache = model.apply(variables, template, method=cost.COST.encode_template)
   text_cache = model.apply(variables, ids, mask, method=cost.COST.encode_text)
@@ -211,19 +218,20 @@ def print_report(config_name, results, peak_gflops, threads):
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  threads = _THREADS.value or os.cpu_count()
+  config = flags.FLAGS.config
+  threads = flags.FLAGS.threads or os.cpu_count()
   torch.set_num_threads(threads)
   model, variables, reference = build_models(config.model, config.seed)
   results = {}
-  for batch in [int(b) for b in _BATCH.value]:
-    results[batch] = measure_batch(model, variables, reference, batch, _ITERS.value, _WARMUP.value,
-                                   _TORCH_COMPILE.value, _STAGES.value)
-  peak = common.matmul_peak_gflops(_PEAK_SIZE.value)
+  for batch in [int(b) for b in flags.FLAGS.batch]:
+    results[batch] = measure_batch(model, variables, reference, batch, flags.FLAGS.iters,
+                                   flags.FLAGS.warmup, flags.FLAGS.torch_compile, flags.FLAGS.stages)
+  peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
   print_report(flags.FLAGS['config'].config_filename, results, peak, threads)
   print(common.format_key_values(summary_values(results, peak, threads)))
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

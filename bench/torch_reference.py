@@ -22,8 +22,7 @@ import transformers
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-LAYER3_PRESETS = {'transt': (2, 1, 1, 1, 1, 1), 'torchvision': (1, 2, 2, 2, 2, 2)}
-
+from cost_jax.models.resnet import layer3_dilations
 
 # ------------------------------------------------------------------------------------- backbone
 
@@ -37,13 +36,6 @@ class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
       del self.weight, self.bias
       self.weight = nn.Parameter(weight)
       self.bias = nn.Parameter(bias)
-
-
-def layer3_dilations(backbone_cfg):
-  """The six (or `blocks[2]`) conv2 dilations of layer3 from a preset name or an explicit list."""
-  value = backbone_cfg.layer3_dilations
-  dilations = LAYER3_PRESETS[value] if isinstance(value, str) else tuple(value)
-  return dilations[:backbone_cfg.blocks[2]]
 
 
 class Trunk(nn.Module):

@@ -36,12 +36,15 @@ from cost_jax import train
 from cost_jax.models import cost
 from input_pipeline import crops
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Model and training config file.')
-_BATCH = flags.DEFINE_integer('batch', 0, 'Pairs per step; 0 = config.train.batch_size.')
-_ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps (median reported).')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
-_PEAK_SIZE = flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
-_THREADS = flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+
+def define_flags():
+  """The command-line flags (defined only when run as a program)."""
+  config_flags.DEFINE_config_file('config', None, 'Model and training config file.')
+  flags.DEFINE_integer('batch', 0, 'Pairs per step; 0 = config.train.batch_size.')
+  flags.DEFINE_integer('iters', 10, 'Timed steps (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
+  flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
+  flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
 
 
 def random_batch(config, batch, seed=0):
@@ -184,13 +187,13 @@ def measure(config, batch_size, iters, warmup):
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  threads = _THREADS.value or os.cpu_count()
+  config = flags.FLAGS.config
+  threads = flags.FLAGS.threads or os.cpu_count()
   torch.set_num_threads(threads)
-  batch = _BATCH.value or config.train.batch_size
+  batch = flags.FLAGS.batch or config.train.batch_size
   config.train.batch_size = batch
-  result = measure(config, batch, _ITERS.value, _WARMUP.value)
-  peak = common.matmul_peak_gflops(_PEAK_SIZE.value)
+  result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup)
+  peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
   gflops = result['step_flops'] / (result['jax_ms'] * 1e-3) / 1e9
   print(f'# bench.train_step  config={flags.FLAGS["config"].config_filename}  float32  batch {batch}')
   print(f'# machine: {common.machine_description()}')
@@ -210,5 +213,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -2,7 +2,7 @@
 
 Whole-model parity is the project's end-to-end correctness check: head outputs and intermediates agree
 with ‖Δ‖/‖ref‖ ≤ 1e-4 (float32). The paper config runs under --heavy; the default set runs the tiny
-config with a 2-layer text encoder (same code paths, quicker to compile).
+config with a 1-layer text encoder (same code paths, quicker to compile).
 """
 
 import numpy as np
@@ -29,10 +29,10 @@ def relative_error(ours, reference):
 
 
 def small_tiny_config():
-  """cost_tiny with a random 2-layer, 1000-word text encoder (no pretrained load)."""
+  """cost_tiny with a random 1-layer, 1000-word text encoder (no pretrained load)."""
   cfg = cost_tiny.get_config().model
   cfg.text.pretrained_dir = ''
-  cfg.text.num_layers = 2
+  cfg.text.num_layers = 1
   cfg.text.vocab_size = 1000
   return cfg
 

@@ -1,0 +1,138 @@
+"""bench/: the benchmarks keep running and measure what they say (speed itself is not tested).
+
+Default set: the key=value line round-trips; the PyTorch loss equals cost_jax.losses; the PyTorch
+optimiser groups equal cost_jax.optim's; one in-process inference measurement on a shrunk config.
+Heavy: the benchmark commands themselves on the tiny config, two iterations each.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+import jax
+import jax.numpy as jnp
+
+from bench import common
+from bench import inference
+from bench import torch_reference
+from bench import train_step
+from configs import cost_tiny
+from cost_jax import losses
+from cost_jax import optim
+from cost_jax.models import cost
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A smaller text encoder and VL stack: same code paths, quicker compiles.
+SHRINK = ['--config.model.text.pretrained_dir=', '--config.model.text.num_layers=1',
+          '--config.model.text.vocab_size=1000', '--config.model.vl.num_layers=1']
+
+
+def shrunk_tiny_config():
+  config = cost_tiny.get_config()
+  config.model.text.pretrained_dir = ''
+  config.model.text.num_layers = 1
+  config.model.text.vocab_size = 1000
+  config.model.vl.num_layers = 1
+  return config
+
+
+def test_key_values_round_trip():
+  values = {'jax_ms': 41.23456, 'torch_ms': 77.0, 'batch': '1,8', 'threads': 2}
+  line = common.format_key_values(values)
+  assert line == 'jax_ms=41.23 torch_ms=77 batch=1,8 threads=2'
+  assert common.parse_key_values(line) == {'jax_ms': 41.23, 'torch_ms': 77.0, 'batch': '1,8',
+                                           'threads': 2.0}
+
+
+def test_torch_losses_match_cost_jax_losses():
+  """torch_losses (the PyTorch side of bench.train_step) equals cost_jax.losses on the same inputs."""
+  config = cost_tiny.get_config()
+  batch = train_step.random_batch(config, 6, seed=5)
+  rng = np.random.default_rng(6)
+  grid2 = config.model.token.grid ** 2
+  outputs = {'logits': rng.normal(size=(6, grid2)).astype(np.float32),
+             'boxes': rng.uniform(0.05, 0.95, (6, grid2, 4)).astype(np.float32)}
+  embed = rng.normal(size=(2, 6, 16)).astype(np.float32)
+  embed /= np.linalg.norm(embed, axis=-1, keepdims=True)
+  inter = {'coa_visual': embed[0], 'coa_text': embed[1], 'logit_scale': np.float32(2.3)}
+  centers = train_step.normalised_token_centers(config.model)
+
+  ours = losses.detection_losses(outputs, batch['search_box'], centers, config.train.neg_weight)
+  ours['coa'] = losses.coa_loss(inter['coa_visual'], inter['coa_text'], inter['logit_scale'],
+                                batch['text_key'], batch['sequence_key'])
+  ours['loss'] = losses.total_loss(ours, config.train)
+  theirs = train_step.torch_losses(
+      {k: torch.from_numpy(v) for k, v in outputs.items()},
+      {k: torch.tensor(v) for k, v in inter.items()},
+      train_step.to_torch_batch(batch), torch.from_numpy(centers), config.train)
+  for key in ('cls', 'l1', 'giou', 'coa', 'loss'):
+    np.testing.assert_allclose(float(ours[key]), float(theirs[key]), rtol=1e-5, err_msg=key)
+
+
+def test_torch_optimizer_groups_match_optax_groups():
+  """Every torch parameter gets cost_jax.optim's lr multiplier and weight-decay decision."""
+  config = shrunk_tiny_config()
+  reference = torch_reference.COST(config.model)
+  optimizer, _ = train_step.torch_optimizer(reference, config.train, num_steps=4)
+  params = jax.eval_shape(cost.init_fn(cost.COST(config.model)), jax.random.key(0))['params']
+  flat_decay = {'params/' + '/'.join(str(p.key) for p in path): v for path, v in
+                jax.tree_util.tree_flatten_with_path(optim.decay_mask(params))[0]}
+  flat_mult = {'params/' + '/'.join(str(p.key) for p in path): v for path, v in
+               jax.tree_util.tree_flatten_with_path(optim.lr_multipliers(params, config.train))[0]}
+  rules = torch_reference.flax_name_rules(config.model)
+  group_of = {id(p): g for g in optimizer.param_groups for p in g['params']}
+  checked = 0
+  for name, param in reference.named_parameters():
+    flax_name, _ = torch_reference._flax_name(name, rules)
+    group = group_of[id(param)]
+    assert (group['weight_decay'] > 0) == flat_decay[flax_name], name
+    assert group['initial_lr'] == pytest.approx(config.train.lr * flat_mult[flax_name]), name
+    checked += 1
+  assert checked == len(flat_decay)
+
+
+def test_inference_measurement_in_process():
+  """One batch-1 measurement on a shrunk config: the step is cheaper than the full forward and the
+  key=value summary parses back with every figure."""
+  config = shrunk_tiny_config()
+  model, variables, reference = inference.build_models(config.model)
+  result = inference.measure_batch(model, variables, reference, 1, iters=1, warmup=0,
+                                   with_compile=False, with_stages=False)
+  assert 0 < result['step_flops'] < result['full_flops']
+  line = common.format_key_values(inference.summary_values({1: result}, 10.0, 2))
+  values = common.parse_key_values(line)
+  assert values['speedup_vs_torch'] == pytest.approx(values['torch_ms'] / values['jax_ms'], rel=1e-2)
+  assert 0 < values['step_flops_fraction'] < 1
+
+
+def run_benchmark(module, *args):
+  """Runs `python -m module args` in the repo; returns the parsed last line of stdout."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=1800)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return common.parse_key_values(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.heavy
+def test_inference_benchmark_smoke_tiny():
+  values = run_benchmark('bench.inference', '--config=configs/cost_tiny.py', '--iters=2',
+                         '--warmup=1', '--batch=1,2', '--notorch_compile', '--peak_size=256',
+                         *SHRINK)
+  for key in ('jax_ms', 'torch_ms', 'speedup_vs_torch', 'peak_fraction', 'step_flops_fraction',
+              'jax_ms_b2', 'torch_ms_b2'):
+    assert values[key] > 0, key
+
+
+@pytest.mark.heavy
+def test_train_step_benchmark_smoke_tiny():
+  values = run_benchmark('bench.train_step', '--config=configs/cost_tiny.py', '--iters=2',
+                         '--warmup=1', '--batch=2', '--peak_size=256', *SHRINK)
+  for key in ('jax_pairs_per_s', 'torch_pairs_per_s', 'speedup_vs_torch', 'peak_fraction'):
+    assert values[key] > 0, key
+  assert values['batch'] == 2
