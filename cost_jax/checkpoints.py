@@ -94,18 +94,26 @@ def should_stop_for_preemption(checkpointer, flag, step):
 
 
 def restore_variables(workdir, config):
-  """{'params', 'batch_stats'} from the latest checkpoint in `workdir` (host arrays).
+  """{'params', 'batch_stats'} from the latest checkpoint in `workdir`, on this process's first device.
 
-  config is accepted so callers state which model the checkpoint belongs to; the stored tree is
-  restored as saved, and only the model variables are returned.
+  Works whatever mesh and process count wrote the checkpoint (the target is built from the stored
+  shapes). config is accepted so callers state which model the checkpoint belongs to; only the model
+  variables are returned, never the optimiser state.
   """
   del config
-  manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_names=('state', 'metadata'),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(
+      checkpoint_dir(workdir), item_names=('state', 'metadata'),
+      options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'metadata': ocp.JsonCheckpointHandler()})
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  state = restored['state']
+  stored = manager.item_metadata(step)['state']
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        getattr(stored, 'tree', stored))
+  state = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))['state']
   manager.close()
   return {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,11 +17,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 
+# Subprocesses that compile the same programs (restarts, reruns) share XLA's persistent cache.
+COMPILATION_CACHE = {
+    'JAX_COMPILATION_CACHE_DIR': os.path.join(tempfile.gettempdir(), 'cost-jax-test-xla-cache'),
+    'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+    'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
+}
+
+
 def run_with_devices(code, num_devices, timeout=600, env=None):
   """Runs python `code` with `num_devices` fake CPU devices; returns the JSON of its last line."""
   full_env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
                   XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices} {FAST_COMPILE}',
-                  PYTHONPATH=ROOT)
+                  PYTHONPATH=ROOT, **COMPILATION_CACHE)
   full_env.update(env or {})
   proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
