@@ -10,12 +10,11 @@ mean/var are buffers in torch and are not counted. The last line is `total_param
 import math
 
 from absl import app
+from absl import flags
 from flax import traverse_util
 from ml_collections import config_flags
 
 from cost_jax.models import cost
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 
 RULE = ('rule: all params + BatchNorm scale/bias (counted as parameters, as in PyTorch); '
         'BatchNorm mean/var are buffers, not counted')
@@ -34,7 +33,7 @@ def count_by_module(variables):
 
 def main(argv):
   del argv
-  counts = count_by_module(cost.variable_shapes(_CONFIG.value.model))
+  counts = count_by_module(cost.variable_shapes(flags.FLAGS.config.model))
   width = max(len(name) for name in counts)
   for name, n in counts.items():
     print(f'{name:<{width}}  {n:>12,d}  ({n / 1e6:.2f}M)')
@@ -43,4 +42,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so importing count_by_module defines none.
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
   app.run(main)

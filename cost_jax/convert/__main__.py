@@ -22,11 +22,14 @@ from cost_jax.convert import core
 from cost_jax.convert import resnet
 from cost_jax.convert import transt
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (default configs/cost_r50.py).')
-_RESNET = flags.DEFINE_string('resnet', None, 'torchvision ResNet-50 .pth state dict.')
-_BERT = flags.DEFINE_string('bert', None, 'Hugging Face BERT folder (config.json + weights).')
-_TRANST = flags.DEFINE_string('transt', None, 'TransT ltr checkpoint (.pth / .pth.tar).')
-_OUT = flags.DEFINE_string('out', None, 'Output folder.', required=True)
+
+def define_flags():
+  """Defined only when run as a program, so that importing convert_all defines no flags."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (default configs/cost_r50.py).')
+  flags.DEFINE_string('resnet', None, 'torchvision ResNet-50 .pth state dict.')
+  flags.DEFINE_string('bert', None, 'Hugging Face BERT folder (config.json + weights).')
+  flags.DEFINE_string('transt', None, 'TransT ltr checkpoint (.pth / .pth.tar).')
+  flags.DEFINE_string('out', None, 'Output folder.', required=True)
 
 
 def convert_all(model_cfg, resnet_path=None, bert_dir=None, transt_path=None):
@@ -53,19 +56,21 @@ def convert_all(model_cfg, resnet_path=None, bert_dir=None, transt_path=None):
 
 def main(argv):
   del argv
-  config = _CONFIG.value if _CONFIG.value is not None else cost_r50.get_config()
-  flat, reports = convert_all(config.model, _RESNET.value, _BERT.value, _TRANST.value)
-  os.makedirs(_OUT.value, exist_ok=True)
-  core.save_flat(os.path.join(_OUT.value, 'weights.safetensors'), flat)
-  with open(os.path.join(_OUT.value, 'report.json'), 'w') as f:
-    json.dump({'tensors': len(flat), 'sources': reports}, f, indent=1)
+  f = flags.FLAGS
+  config = f.config if f.config is not None else cost_r50.get_config()
+  flat, reports = convert_all(config.model, f.resnet, f.bert, f.transt)
+  os.makedirs(f.out, exist_ok=True)
+  core.save_flat(os.path.join(f.out, 'weights.safetensors'), flat)
+  with open(os.path.join(f.out, 'report.json'), 'w') as fh:
+    json.dump({'tensors': len(flat), 'sources': reports}, fh, indent=1)
   for report in reports:
     print(f"{report['source']}: {len(report['converted'])} converted, "
           f"{len(report['ignored'])} ignored on purpose")
     for key in report['ignored']:
       print(f'  ignored {key}')
-  print(f'wrote {len(flat)} tensors to {os.path.join(_OUT.value, "weights.safetensors")}')
+  print(f'wrote {len(flat)} tensors to {os.path.join(f.out, "weights.safetensors")}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
