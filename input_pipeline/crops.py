@@ -142,20 +142,20 @@ def crop_jax(frame, window, out_size, fill=None):
 # ---------------------------------------------------------------------------------------- TF
 
 def resize_box(window, height, width, out_size, stack=np.stack):
-  """tf.image.crop_and_resize box [4] (y1, x1, y2, x2) that samples a window's crop from an H x W frame
-  padded by one pixel on each side.
+  """tf.image.crop_and_resize box [..., 4] (y1, x1, y2, x2) that samples a window's ([..., 3]) crop from
+  an H x W frame padded by one pixel on each side (height, width, out_size broadcast).
 
   crop_and_resize samples row i at y1 (Hp-1) + i (y2-y1)(Hp-1)/(S-1) of the padded frame (Hp = H + 2);
   the box puts those samples at our half-pixel positions (+1 for the pad row). numpy by default; pass
   stack=tf.stack for tensors.
   """
-  cx, cy, side = window[0], window[1], window[2]
+  cx, cy, side = window[..., 0], window[..., 1], window[..., 2]
   step = side / out_size
   y_first = cy - side / 2.0 + 0.5 * step + 0.5  # -0.5 (pixel centres at .5) + 1 (pad)
   x_first = cx - side / 2.0 + 0.5 * step + 0.5
   span = step * (out_size - 1)
   hp, wp = height + 1.0, width + 1.0  # (H + 2) - 1
-  return stack([y_first / hp, x_first / wp, (y_first + span) / hp, (x_first + span) / wp])
+  return stack([y_first / hp, x_first / wp, (y_first + span) / hp, (x_first + span) / wp], axis=-1)
 
 
 def crop_tf_float(frame, window, out_size, fill=None, box=None):

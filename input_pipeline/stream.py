@@ -24,6 +24,7 @@ host slices into one jax.Array, so the global batch is the same for any number o
 
 import collections
 import io
+import math
 import types
 
 import numpy as np
@@ -38,6 +39,11 @@ REASONS = ('empty_sentence', 'non_ascii_sentence', 'long_sentence', 'no_visible_
            'box_outside_image', 'missing_frame', 'corrupt_frame')
 BATCH_KEYS = ('template', 'search', 'search_box', 'text_ids', 'text_mask', 'text_key', 'sequence_key')
 MAX_ATTEMPTS = 64  # consecutive bad attempts for one example before the data is declared unusable
+# The planner's output for one example: g, template/search path (raw) and bytes (TFDS), decode regions
+# [2, 4], crop_and_resize boxes [2, 4], brightness [2], grayscale, search_box [4], text ids and mask [L],
+# text_key, sequence_key, replacement counts [len(REASONS)], attempt.
+_PLAN_TYPES = (tf.int64, tf.string, tf.string, tf.string, tf.string, tf.int32, tf.float32, tf.float32,
+               tf.bool, tf.float32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int64)
 DECODE_MARGIN = 4  # px decoded beyond the window: chroma upsampling is wrong at a crop's border
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2/PIL grayscale
 
@@ -115,7 +121,8 @@ def file_image_size(path):
 
 
 def _box_ok(box):
-  return bool(np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0)
+  x, y, w, h = (float(v) for v in box)
+  return math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0
 
 
 def _box_in_image(box, size):
@@ -123,12 +130,15 @@ def _box_in_image(box, size):
   return x < size[0] and y < size[1] and x + w > 0 and y + h > 0
 
 
-def jitter_box(rng, box, center_jitter, scale_jitter):
-  """TransT's jitter of an (x, y, w, h) box: size x exp(N(0, s)), centre + sqrt(w h) c U(-1/2, 1/2)."""
-  size = box[2:4] * np.exp(rng.normal(size=2) * scale_jitter)
-  offset = np.sqrt(np.prod(size)) * center_jitter * (rng.random(2) - 0.5)
-  centre = box[:2] + box[2:4] / 2.0 + offset
-  return np.concatenate([centre - size / 2.0, size])
+def jitter_boxes(rng, boxes, center_jitter, scale_jitter):
+  """TransT's jitter of (x, y, w, h) boxes [n, 4]: size x exp(N(0, s)), centre + sqrt(w h) c U(-1/2, 1/2).
+
+  center_jitter, scale_jitter: [n] (template and search differ).
+  """
+  size = boxes[:, 2:4] * np.exp(rng.normal(size=(len(boxes), 2)) * scale_jitter[:, None])
+  offset = (np.sqrt(size[:, 0] * size[:, 1]) * center_jitter)[:, None] * (rng.random((len(boxes), 2)) - 0.5)
+  centre = boxes[:, :2] + boxes[:, 2:4] / 2.0 + offset
+  return np.concatenate([centre - size / 2.0, size], axis=1)
 
 
 class _SequenceInfo:
@@ -162,7 +172,12 @@ class PairStream:
     # Plain copies of the fields the planner reads for every example (ConfigDict lookups are slow).
     self._data = types.SimpleNamespace(**config.data.to_dict())
     self._crop = types.SimpleNamespace(**config.crop.to_dict())
-    self._sizes = (config.model.template_size, config.model.search_size)
+    c, d = config.crop, config.data
+    self._factors = np.array([c.template_factor, c.search_factor])  # rows: template, search
+    self._min_sides = np.array([c.template_min_side_px, c.search_min_side_px])
+    self._center_jitter = np.array([d.template_center_jitter, d.center_jitter])
+    self._scale_jitter = np.array([d.template_scale_jitter, d.scale_jitter])
+    self._out_sizes = np.array([config.model.template_size, config.model.search_size])
     self._seed = int(config.seed)
     self.global_batch = batch
     self.host_batch = batch // num_hosts
@@ -237,22 +252,19 @@ class PairStream:
       if not _box_in_image(box, size):
         return None, 'box_outside_image'
       sizes.append(size)
-    t_box = jitter_box(rng, boxes[0], d.template_center_jitter, d.template_scale_jitter)
-    s_box = jitter_box(rng, boxes[1], d.center_jitter, d.scale_jitter)
-    t_window = crops.crop_window(t_box, c.template_factor, c.template_min_side_px, c.size_rule)
-    s_window = crops.crop_window(s_box, c.search_factor, c.search_min_side_px, c.size_rule)
+    # template and search together: rows [template, search]
+    windows = crops.crop_window(jitter_boxes(rng, boxes, self._center_jitter, self._scale_jitter),
+                                self._factors, self._min_sides, c.size_rule)
     brightness = rng.uniform(max(0.0, 1.0 - d.brightness), 1.0 + d.brightness, size=2)
     gray = rng.random() < d.grayscale_prob
-    regions, resize_boxes = [], []
-    for window, (width, height), out in zip((t_window, s_window), sizes, self._sizes):
-      y0, y1, x0, x1 = window_region(window, height, width)
-      regions.append((y0, y1, x0, x1))
-      shifted = window - np.array([x0, y0, 0.0])
-      resize_boxes.append(crops.resize_box(shifted, y1 - y0, x1 - x0, out))
-    return dict(t_path=paths[0], s_path=paths[1], t_bytes=data[0], s_bytes=data[1], windows=np.stack([t_window, s_window]),
-                regions=np.array(regions, np.int32), resize_boxes=np.array(resize_boxes, np.float32),
+    regions = np.array([window_region(w, h, wd) for w, (wd, h) in zip(windows, sizes)], np.int32)
+    origin = np.stack([regions[:, 2], regions[:, 0], np.zeros(2)], axis=1)  # (x0, y0, 0) of each region
+    resize_boxes = crops.resize_box(windows - origin, regions[:, 1] - regions[:, 0],
+                                    regions[:, 3] - regions[:, 2], self._out_sizes)
+    return dict(t_path=paths[0], s_path=paths[1], t_bytes=data[0], s_bytes=data[1], windows=windows,
+                regions=regions, resize_boxes=resize_boxes.astype(np.float32),
                 brightness=brightness, gray=gray,
-                search_box=crops.box_to_crop(boxes[1], s_window), ids=info.ids, mask=info.mask,
+                search_box=crops.box_to_crop(boxes[1], windows[1]), ids=info.ids, mask=info.mask,
                 text_key=info.text_key, sequence_key=info.seq.sequence_key,
                 sequence=info.seq, frames=(int(t), int(s))), None
 
@@ -268,37 +280,46 @@ class PairStream:
                        'run `python -m input_pipeline.check` on the datasets')
 
   def _plan_np(self, g, first_attempt):
+    """plan(g) as the numpy tuple _PLAN_TYPES describes."""
     plan, attempt, reasons = self.plan(int(g), int(first_attempt))
     counts = np.array([reasons[r] for r in REASONS], np.int32)
-    return (np.array(plan['t_path'].encode(), dtype=object), np.array(plan['s_path'].encode(), dtype=object),
+    return (np.int64(g), np.array(plan['t_path'].encode(), dtype=object),
+            np.array(plan['s_path'].encode(), dtype=object),
             np.array(plan['t_bytes'], dtype=object), np.array(plan['s_bytes'], dtype=object),
             plan['regions'], plan['resize_boxes'], plan['brightness'].astype(np.float32),
             np.bool_(plan['gray']), plan['search_box'].astype(np.float32), plan['ids'], plan['mask'],
             np.int32(plan['text_key']), np.int32(plan['sequence_key']), counts, np.int64(attempt))
 
+  def _plan_step_np(self, step):
+    """The plans of this host's examples of global batch `step`, stacked: one Python call per batch
+    (a numpy_function call per example costs more CPU than its plan)."""
+    rows = [self._plan_np(g, 0) for g in self.host_indices(int(step))]
+    return tuple(np.stack([row[i] for row in rows]) for i in range(len(_PLAN_TYPES)))
+
   # ------------------------------------------------------------------------------ pixels (TF)
 
-  def _example(self, g, first_attempt):
-    """One example as a dict of tensors (the plan runs in Python, decoding and cropping in TF)."""
+  def _pixels(self, *plan):
+    """One planned example (tensors as _PLAN_TYPES) -> dict of tensors: read, decode, crop, jitter."""
     m = self.config.model
-    out = tf.numpy_function(
-        self._plan_np, [g, first_attempt],
-        [tf.string, tf.string, tf.string, tf.string, tf.int32, tf.float32, tf.float32, tf.bool, tf.float32,
-         tf.int32, tf.int32, tf.int32, tf.int32, tf.int32, tf.int64], stateful=False)
-    (t_path, s_path, t_bytes, s_bytes, regions, boxes, brightness, gray, search_box, ids, mask, text_key, seq_key, counts,
-     attempt) = out
+    (g, t_path, s_path, t_bytes, s_bytes, regions, boxes, brightness, gray, search_box, ids, mask, text_key,
+     seq_key, counts, attempt) = plan
     regions = tf.ensure_shape(regions, [2, 4])
     boxes = tf.ensure_shape(boxes, [2, 4])
     brightness = tf.ensure_shape(brightness, [2])
     gray = tf.ensure_shape(gray, [])
     template = render(encoded_frame(t_path, t_bytes), regions[0], boxes[0], m.template_size, brightness[0], gray)
     search = render(encoded_frame(s_path, s_bytes), regions[1], boxes[1], m.search_size, brightness[1], gray)
-    return dict(g=g, attempt=tf.ensure_shape(attempt, []), template=template, search=search,
-                search_box=tf.ensure_shape(search_box, [4]),
+    return dict(g=tf.ensure_shape(g, []), attempt=tf.ensure_shape(attempt, []), template=template,
+                search=search, search_box=tf.ensure_shape(search_box, [4]),
                 text_ids=tf.ensure_shape(ids, [self.text_len]),
                 text_mask=tf.ensure_shape(mask, [self.text_len]),
                 text_key=tf.ensure_shape(text_key, []), sequence_key=tf.ensure_shape(seq_key, []),
                 counts=tf.ensure_shape(counts, [len(REASONS)]))
+
+  def _example(self, g, first_attempt):
+    """Example g from attempt first_attempt on, as a dict of tensors."""
+    plan = tf.numpy_function(self._plan_np, [g, first_attempt], _PLAN_TYPES, stateful=False)
+    return self._pixels(*plan)
 
   def example(self, g):
     """Example g built eagerly (dict of numpy), as tf.data builds it; a frame that fails to decode
@@ -326,13 +347,13 @@ class PairStream:
     return np.arange(start, start + self.host_batch, dtype=np.int64)
 
   def _dataset(self, start_step):
-    steps = tf.data.Dataset.range(start_step, 2 ** 62)
-    offset = self.host_id * self.host_batch
-    gs = steps.flat_map(lambda s: tf.data.Dataset.range(
-        s * self.global_batch + offset, s * self.global_batch + offset + self.host_batch))
+    """tf.data: plans per host batch (Python, one thread, ahead) -> examples decoded in parallel ->
+    failed decodes dropped -> host batches (examples in g order)."""
+    plans = tf.data.Dataset.range(start_step, 2 ** 62).map(
+        lambda step: tf.numpy_function(self._plan_step_np, [step], _PLAN_TYPES, stateful=False))
     parallel = self.config.data.num_parallel_calls
-    ds = gs.map(lambda g: self._example(g, tf.constant(0, tf.int64)),
-                num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
+    ds = plans.prefetch(2).unbatch().map(
+        self._pixels, num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
     ds = ds.ignore_errors(log_warning=False).batch(self.host_batch)
     options = tf.data.Options()
     options.deterministic = True
@@ -438,9 +459,10 @@ def region_mean(region):
 def window_region(window, height, width):
   """Rows/cols (y0, y1, x0, x1) of an H x W frame that a window's bilinear samples read, widened by
   DECODE_MARGIN and clipped to the image (never empty)."""
+  half = float(window[2]) / 2.0
   def span(c, n):
-    lo = int(np.floor(c - window[2] / 2.0)) - DECODE_MARGIN
-    hi = int(np.ceil(c + window[2] / 2.0)) + DECODE_MARGIN
+    lo = math.floor(float(c) - half) - DECODE_MARGIN
+    hi = math.ceil(float(c) + half) + DECODE_MARGIN
     lo = min(max(lo, 0), n - 1)
     return lo, min(max(hi, lo + 1), n)
   y0, y1 = span(window[1], height)
