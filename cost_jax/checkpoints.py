@@ -19,6 +19,10 @@ class NonFiniteError(FloatingPointError):
 
 
 def checkpoint_dir(workdir):
+  """<workdir>/checkpoints; workdir may be a local path or a bucket URL (gs://...)."""
+  workdir = str(workdir)
+  if '://' in workdir:
+    return workdir.rstrip('/') + '/checkpoints'
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 

@@ -53,13 +53,13 @@ class MetricsLogger:
     if self.enabled:
       import tensorflow as tf
       tf.config.set_visible_devices([], 'GPU')
-      os.makedirs(workdir, exist_ok=True)
+      tf.io.gfile.makedirs(workdir)  # local paths and bucket URLs alike
       self._tf = tf
       self._writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
       from tensorflow.core.framework import summary_pb2
       self._scalar_metadata = summary_pb2.SummaryMetadata(
           plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      self._jsonl = tf.io.gfile.GFile(os.path.join(workdir, 'metrics.jsonl'), 'a')
 
   def write(self, step, metrics, replacements):
     """step: completed steps; metrics: host scalars; replacements: {reason: count} of the stream."""
