@@ -15,8 +15,8 @@ an eager rebuild give identical bytes.
 
 Bad data never shifts later samples: a plan that meets a bad sentence, a box that is not finite and
 positive or misses the image, a missing or unreadable frame, retries the same g with attempt + 1; a
-frame that only fails while decoding is dropped by tf.data and rebuilt by the same function with the
-next attempt. Every replacement is counted by reason (`replacements()`).
+frame that only fails while decoding makes tf.data drop its batch, whose examples are then rebuilt
+by the same function (the failing one with the next attempt). Every replacement is counted by reason (`replacements()`).
 
 Host h of H builds examples [h b, (h+1) b) of every global batch (b = B / H); `to_global` joins the
 host slices into one jax.Array, so the global batch is the same for any number of hosts.
@@ -348,13 +348,15 @@ class PairStream:
 
   def _dataset(self, start_step):
     """tf.data: plans per host batch (Python, one thread, ahead) -> examples decoded in parallel ->
-    failed decodes dropped -> host batches (examples in g order)."""
+    host batches (examples in g order) -> batches with a failed decode dropped."""
     plans = tf.data.Dataset.range(start_step, 2 ** 62).map(
         lambda step: tf.numpy_function(self._plan_step_np, [step], _PLAN_TYPES, stateful=False))
     parallel = self.config.data.num_parallel_calls
     ds = plans.prefetch(2).unbatch().map(
         self._pixels, num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
-    ds = ds.ignore_errors(log_warning=False).batch(self.host_batch)
+    # ignore_errors after batch keeps map+batch fused (fast); a batch holding a frame that fails to
+    # decode is dropped whole and rebuilt example by example, identically, in _batches.
+    ds = ds.batch(self.host_batch).ignore_errors(log_warning=False)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(max(1, self.config.data.prefetch))
