@@ -105,3 +105,43 @@ def test_checkpointer_refuses_to_save_after_nonfinite_step(tmp_path):
   assert metadata == {'next_step': 3}
   np.testing.assert_array_equal(restored['params']['w'], state['params']['w'])
   ckpt.close()
+
+
+RESTORE_CONTINUES = """
+import json, tempfile
+import jax, numpy as np
+from cost_jax import checkpoints, sharding, train
+from tests.test_train import StubCOST, random_batch, tiny_config
+
+config = tiny_config(batch_size=4)
+config.mesh.shape = (1, 1)
+mesh = sharding.make_mesh(config.mesh)
+model = StubCOST(config.model)
+state, shardings, tx = train.create_train_state(config, model, jax.random.PRNGKey(0), mesh)
+step = train.make_train_step(config, model, tx, mesh, shardings)
+batches = [random_batch(config, seed) for seed in (1, 2)]
+copy = lambda s: jax.tree.map(lambda x: x.copy(), s)  # the step donates its input state
+
+one, m1 = step(copy(state), batches[0])
+straight, m_straight = step(copy(one), batches[1])
+with tempfile.TemporaryDirectory() as workdir:
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(1, one, {'next_step': 1}, nonfinite_step=-1)
+  ckpt.wait()
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          one, shardings)
+  restored, metadata = ckpt.restore(abstract)
+  ckpt.close()
+resumed, m_resumed = step(restored, batches[1])
+same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(straight)),
+                                                jax.tree.leaves(jax.device_get(resumed))))
+print(json.dumps({'same_state': same, 'next_step': metadata['next_step'],
+                  'loss': [float(m_straight['loss']), float(m_resumed['loss'])],
+                  'step': int(resumed.step)}))
+"""
+
+
+def test_restored_state_continues_bit_identically():
+  out = run_with_devices(RESTORE_CONTINUES, 1)
+  assert out['same_state'] and out['next_step'] == 1 and out['step'] == 2
+  assert out['loss'][0] == out['loss'][1]
