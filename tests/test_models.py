@@ -17,6 +17,7 @@ from cost_jax.models import cost
 from cost_jax.models.position_encoding import sine_position_encoding
 from cost_jax.models.fusion import VLTransformer
 from cost_jax.models.heads import DenseHead
+from cost_jax.models.resnet import ResNetTrunk
 from cost_jax.models.token_conv import TokenConv
 
 
@@ -179,8 +180,8 @@ def test_padded_text_positions_do_not_matter(micro):
   template, search, ids, mask = inputs(cfg)
   other = ids.copy()
   other[1, -3:] = 7  # different ids where the mask is 0
-  a, _ = apply(variables, template, search, ids, mask, train=False)
-  b, _ = apply(variables, template, search, other, mask, train=False)
+  a, _ = apply(variables, template, search, ids, mask, train=False, return_attention=True)
+  b, _ = apply(variables, template, search, other, mask, train=False, return_attention=True)
   np.testing.assert_array_equal(np.asarray(a['boxes'][1]), np.asarray(b['boxes'][1]))
 
 
@@ -237,9 +238,11 @@ def test_deterministic_under_seed_and_jit_equals_eager(micro):
 def test_track_step_equals_full_forward(micro):
   cfg, model, variables, apply = micro
   template, search, ids, mask = inputs(cfg)
-  full, _ = apply(variables, template, search, ids, mask, train=False)
-  template_cache = model.apply(variables, template, method=cost.COST.encode_template)
-  text_cache = model.apply(variables, ids, mask, method=cost.COST.encode_text)
+  full, _ = apply(variables, template, search, ids, mask, train=False, return_attention=True)
+  template_cache = jax.jit(lambda v, t: model.apply(v, t, method=cost.COST.encode_template))(
+      variables, template)
+  text_cache = jax.jit(lambda v, i, m: model.apply(v, i, m, method=cost.COST.encode_text))(
+      variables, ids, mask)
   step = jax.jit(lambda v, t, s, x: model.apply(v, t, s, x, method=cost.COST.track_step))
   tracked = step(variables, template_cache, text_cache, search)
   assert rel(tracked['logits'], full['logits']) <= 1e-5
@@ -255,13 +258,16 @@ def test_track_step_equals_full_forward(micro):
 
 
 def _loss(model, params, batch_stats, x, key):
-  outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, *x, train=True,
-                               rngs={'dropout': key})
-  return (outputs['logits'].mean() + outputs['boxes'].mean()
+  """A scalar touching every output; BatchNorm may write 'batch_stats' (returned as aux)."""
+  (outputs, inter), state = model.apply({'params': params, 'batch_stats': batch_stats}, *x,
+                                        train=True, rngs={'dropout': key}, mutable=['batch_stats'])
+  loss = (outputs['logits'].mean() + outputs['boxes'].mean()
           + (inter['coa_visual'] * inter['coa_text']).sum() * inter['logit_scale'])
+  return loss, state['batch_stats']
 
 
-@pytest.mark.parametrize('train_bn', [False, pytest.param(True, marks=pytest.mark.heavy)])
+@pytest.mark.heavy
+@pytest.mark.parametrize('train_bn', [False, True])
 def test_gradients_finite_and_batchnorm_frozen(train_bn, micro):
   cfg, model, variables, _ = micro
   if train_bn:
@@ -275,8 +281,9 @@ def test_gradients_finite_and_batchnorm_frozen(train_bn, micro):
     assert set(variables['batch_stats']['backbone']['bn1']) == {'mean', 'var', 'scale', 'bias'}
     assert 'bn1' not in variables['params']['backbone']
   x = inputs(cfg)
-  grads = jax.jit(jax.grad(lambda p: _loss(model, p, variables['batch_stats'], x,
-                                           jax.random.key(1))))(variables['params'])
+  grads, batch_stats = jax.jit(jax.grad(lambda p: _loss(model, p, variables['batch_stats'], x,
+                                                         jax.random.key(1)), has_aux=True))(
+                                                             variables['params'])
   for path, g in traverse_util.flatten_dict(grads, sep='/').items():
     assert np.isfinite(np.asarray(g)).all(), path
   # Every trained module receives gradient (the [OBJ] token through attention; BN affine if trained).
@@ -287,10 +294,42 @@ def test_gradients_finite_and_batchnorm_frozen(train_bn, micro):
     assert np.abs(np.asarray(flat[name])).max() > 0, name
   if train_bn:
     assert np.abs(np.asarray(flat['backbone/bn1/scale'])).max() > 0
-  # A step that lets BatchNorm write its collection leaves it bit-identical.
-  _, state = model.apply(variables, *x, train=True, rngs={'dropout': jax.random.key(1)},
-                         mutable=['batch_stats'])
-  jax.tree.map(np.testing.assert_array_equal, state['batch_stats'], variables['batch_stats'])
+  # A training step that lets BatchNorm write its collection leaves it bit-identical.
+  jax.tree.map(np.testing.assert_array_equal, batch_stats, variables['batch_stats'])
+
+
+@pytest.mark.parametrize('train_bn', [False, True])
+def test_trunk_gradients_finite_and_batchnorm_frozen(train_bn):
+  """Fast version of the full-model test on the trunk alone (the only module with BatchNorm)."""
+  cfg = micro_model_cfg().backbone
+  cfg.update(widths=(4, 4, 4), blocks=(1, 1, 1), train_bn=train_bn)
+  trunk = ResNetTrunk(cfg)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 32, 32, 3)), jnp.float32)
+  variables = trunk.init(jax.random.key(0), x)
+  affine = variables['params' if train_bn else 'batch_stats']['bn1']
+  assert set(affine) >= {'scale', 'bias'} and set(variables['batch_stats']['bn1']) >= {'mean', 'var'}
+
+  def loss(params):
+    y, state = trunk.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
+                           mutable=['batch_stats'])
+    return (y ** 2).mean(), state['batch_stats']
+
+  grads, batch_stats = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+  flat = traverse_util.flatten_dict(grads, sep='/')
+  assert all(np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+             for g in flat.values())
+  assert ('bn1/scale' in flat) == train_bn
+  jax.tree.map(np.testing.assert_array_equal, batch_stats, variables['batch_stats'])
+
+
+def test_sub_network_gradients_finite():
+  cfg = micro_model_cfg()
+  init, forward = _vl_and_heads(cfg, 1)
+  params = init(jax.random.key(0))
+  grads = jax.jit(jax.grad(lambda p: forward(p, jax.random.key(2)).mean()))(params)
+  for path, g in traverse_util.flatten_dict(grads, sep='/').items():
+    assert np.isfinite(np.asarray(g)).all(), path
+  assert np.abs(np.asarray(grads['vl']['params']['obj_token'])).max() > 0
 
 
 def test_bfloat16_compute_keeps_float32_params():
