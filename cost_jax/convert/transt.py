@@ -27,35 +27,35 @@ _FUSION = r'featurefusion_network\.encoder\.layers\.(\d+)\.'
 _DECODER = r'featurefusion_network\.decoder\.layers\.0\.'
 
 
-def _dense(src, dst, transform='linear'):
+def dense_rules(src, dst, transform='linear'):
   return [(src + r'\.weight', f'params/{dst}/kernel', transform),
           (src + r'\.bias', f'params/{dst}/bias', 'none')]
 
 
-def _norm(src, dst):
+def norm_rules(src, dst):
   return [(src + r'\.weight', f'params/{dst}/scale', 'none'),
           (src + r'\.bias', f'params/{dst}/bias', 'none')]
 
 
-def _attention(src, dst):
+def attention_rules(src, dst):
   """torch.nn.MultiheadAttention -> attention.MultiHeadAttention (in_proj transposed, [d, 3d])."""
   return ([(src + r'\.in_proj_weight', f'params/{dst}/in_proj_kernel', 'linear'),
            (src + r'\.in_proj_bias', f'params/{dst}/in_proj_bias', 'none')]
-          + _dense(src + r'\.out_proj', f'{dst}/out_proj'))
+          + dense_rules(src + r'\.out_proj', f'{dst}/out_proj'))
 
 
 def transt_rules(train_bn=False):
   """Rules for TransT's `net` state dict."""
   f, v = _FUSION, r'visual/fusion_\1/'
   rules = resnet.resnet_rules(r'backbone\.0\.body\.', train_bn)
-  rules += _dense(r'input_proj', 'visual/input_proj', 'conv')
-  rules += _attention(f + r'(self_attn[12]|multihead_attn[12])', v + r'\2')
-  rules += _dense(f + r'(linear[12][12])', v + r'\2')
-  rules += _norm(f + r'(norm[12][123])', v + r'\2')
-  rules += _attention(_DECODER + r'multihead_attn', 'visual/decoder/multihead_attn')
-  rules += _dense(_DECODER + r'(linear[12])', r'visual/decoder/\1')
-  rules += _norm(_DECODER + r'(norm[12])', r'visual/decoder/\1')
-  rules += _norm(r'featurefusion_network\.decoder\.norm', 'visual/decoder_norm')
+  rules += dense_rules(r'input_proj', 'visual/input_proj', 'conv')
+  rules += attention_rules(f + r'(self_attn[12]|multihead_attn[12])', v + r'\2')
+  rules += dense_rules(f + r'(linear[12][12])', v + r'\2')
+  rules += norm_rules(f + r'(norm[12][123])', v + r'\2')
+  rules += attention_rules(_DECODER + r'multihead_attn', 'visual/decoder/multihead_attn')
+  rules += dense_rules(_DECODER + r'(linear[12])', r'visual/decoder/\1')
+  rules += norm_rules(_DECODER + r'(norm[12])', r'visual/decoder/\1')
+  rules += norm_rules(r'featurefusion_network\.decoder\.norm', 'visual/decoder_norm')
   return rules
 
 
