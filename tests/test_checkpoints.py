@@ -68,6 +68,7 @@ def variables(workdir):
   return jax.tree.leaves(checkpoints.restore_variables(str(workdir), None))
 
 
+@pytest.mark.heavy  # three training processes; the fast variant is ..._continues_bit_identically
 def test_resume_after_sigterm_is_bit_identical(tmp_path, synthetic_root):
   train_cfg = dict(num_steps=6, log_every=1, checkpoint_every=100)
   assert train_run(tmp_path / 'straight', synthetic_root, train_cfg) == {'step': 6}

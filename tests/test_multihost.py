@@ -55,6 +55,7 @@ def check_two_processes_match_one(tmp_path, data, real_model):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.heavy  # three training processes (about 2 CPU-minutes)
 def test_two_processes_match_one_process_four_devices_stub(tmp_path, synthetic_root):
   check_two_processes_match_one(tmp_path, synthetic_root, real_model=False)
 

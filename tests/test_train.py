@@ -101,11 +101,11 @@ def one_step(config, shape, model):
   return before, jax.device_get(state.params), float(metrics['loss'])
 
 
-def compare_meshes(optimizer, lr, stub):
-  """One step on (1,1), (8,1), (4,2) -> {mesh: parity numbers against (1,1)}."""
+def compare_meshes(optimizer, lr, stub, shapes=((8, 1), (4, 2))):
+  """One step on (1,1) and each of `shapes` -> {mesh: parity numbers against (1,1)}."""
   from cost_jax.models import cost
   runs = {}
-  for shape in [(1, 1), (8, 1), (4, 2)]:
+  for shape in [(1, 1), *shapes]:
     config = tiny_config(optimizer=optimizer)
     config.train.lr = lr
     if shape == (4, 2):
@@ -115,7 +115,7 @@ def compare_meshes(optimizer, lr, stub):
   flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
   p0, p_ref, loss_ref = (flat(runs[(1, 1)][0]), flat(runs[(1, 1)][1]), runs[(1, 1)][2])
   out = {}
-  for shape in [(8, 1), (4, 2)]:
+  for shape in shapes:
     q0, p, loss = flat(runs[shape][0]), flat(runs[shape][1]), runs[shape][2]
     out[str(shape)] = {
         'init_equal': bool(np.array_equal(p0, q0)),
@@ -131,13 +131,14 @@ def compare_meshes(optimizer, lr, stub):
 MESHES = """
 import json
 from tests.test_train import compare_meshes
-print(json.dumps({{opt: compare_meshes(opt, lr, stub={stub}) for opt, lr in {runs}}}))
+print(json.dumps({{opt: compare_meshes(opt, lr, stub={stub}, shapes={shapes})
+                  for opt, lr in {runs}}}))
 """
 RUNS = [('sgd', 0.5), ('adamw', 1e-3)]
 
 
-def check_mesh_parity(out):
-  for shape in ['(8, 1)', '(4, 2)']:
+def check_mesh_parity(out, shapes):
+  for shape in map(str, shapes):
     sgd, adamw = out['sgd'][shape], out['adamw'][shape]
     assert sgd['init_equal'] and adamw['init_equal']
     assert sgd['loss_rel'] <= 1e-6 and adamw['loss_rel'] <= 1e-6, out
@@ -146,13 +147,19 @@ def check_mesh_parity(out):
     assert adamw['max_dp'] <= 0.1 * 1e-3, out
 
 
-def test_one_step_same_on_meshes_8x1_4x2_1x1_stub_model():
-  check_mesh_parity(run_with_devices(MESHES.format(stub=True, runs=RUNS), 8))
+def test_one_step_same_on_meshes_4x2_1x1_stub_model():
+  """Fast variant: batch over both axes and parameters FSDP-sharded, against one device."""
+  shapes = [(4, 2)]
+  check_mesh_parity(run_with_devices(MESHES.format(stub=True, runs=RUNS, shapes=shapes), 8),
+                    shapes)
 
 
 @pytest.mark.heavy
-def test_one_step_same_on_meshes_8x1_4x2_1x1_cost_model():
-  check_mesh_parity(run_with_devices(MESHES.format(stub=False, runs=RUNS), 8, timeout=1800))
+@pytest.mark.parametrize('stub', [True, False], ids=['stub', 'cost'])
+def test_one_step_same_on_meshes_8x1_4x2_1x1(stub):
+  shapes = [(8, 1), (4, 2)]
+  code = MESHES.format(stub=stub, runs=RUNS, shapes=shapes)
+  check_mesh_parity(run_with_devices(code, 8, timeout=3600), shapes)
 
 
 def test_param_specs_shard_over_fsdp_by_rules():
