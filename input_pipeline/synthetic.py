@@ -646,15 +646,19 @@ def summary_text(report):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', None, 'output folder')
-flags.DEFINE_enum('format', 'lasot', ['lasot', 'vlsot'], 'layout')
-flags.DEFINE_integer('videos', 40, 'number of videos')
-flags.DEFINE_integer('seed', 0, 'random seed')
-flags.DEFINE_integer('width', Options.width, 'frame width, px')
-flags.DEFINE_integer('height', Options.height, 'frame height, px')
-flags.DEFINE_float('twin_fraction', Options.twin_fraction, 'share of videos with an identical distractor')
-flags.DEFINE_float('fast_fraction', Options.fast_fraction, 'share of fast videos')
-flags.DEFINE_float('test_fraction', Options.test_fraction, 'share of videos listed in test.txt')
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program (so other programs can import this)."""
+  flags.DEFINE_string('out', None, 'output folder')
+  flags.DEFINE_enum('format', 'lasot', ['lasot', 'vlsot'], 'layout')
+  flags.DEFINE_integer('videos', 40, 'number of videos')
+  flags.DEFINE_integer('seed', 0, 'random seed')
+  flags.DEFINE_integer('width', Options.width, 'frame width, px')
+  flags.DEFINE_integer('height', Options.height, 'frame height, px')
+  flags.DEFINE_float('twin_fraction', Options.twin_fraction, 'share of videos with an identical distractor')
+  flags.DEFINE_float('fast_fraction', Options.fast_fraction, 'share of fast videos')
+  flags.DEFINE_float('test_fraction', Options.test_fraction, 'share of videos listed in test.txt')
 
 
 def main(argv):
@@ -667,4 +671,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
