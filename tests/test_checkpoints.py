@@ -87,6 +87,12 @@ def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, sy
   train_cfg = dict(num_steps=6, log_every=3, checkpoint_every=2, force_nan_at_step=3)
   out = train_run(tmp_path, synthetic_root, train_cfg)
   assert 'not finite at step 3' in out['error'], out
+  # The logs up to there: JSON lines with losses, lr and norms, and TensorBoard event files.
+  (logged,) = read_metrics(tmp_path)
+  assert logged['step'] == 3 and logged['all_finite'] == 1.0
+  for key in ('loss', 'cls', 'l1', 'giou', 'coa', 'lr', 'grad_norm', 'param_norm', 'update_norm'):
+    assert np.isfinite(logged[key]), key
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))
   from cost_jax import checkpoints
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 2
   assert all(np.isfinite(x).all() for x in variables(tmp_path))

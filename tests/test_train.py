@@ -211,3 +211,21 @@ def test_tiny_config_loss_falls_within_a_few_hundred_cpu_steps(tmp_path):
   first, last = np.mean(losses[:5]), np.mean(losses[-5:])
   print(f'tiny loss: first 50 steps {first:.3f}, last 50 steps {last:.3f}')
   assert last < 0.75 * first, losses
+
+
+def test_init_weights_from_a_convert_output_are_merged(tmp_path):
+  """config.train.init_weights = a folder written by cost_jax.convert: its tensors replace the
+  fresh initialisation, everything else keeps its init."""
+  from cost_jax import sharding, train
+  from cost_jax.convert import core
+  config = tiny_config(batch_size=1)
+  config.mesh.shape = (1, 1)
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  model = StubCOST(config.model)
+  fresh, _, _ = train.create_train_state(config, model, jax.random.PRNGKey(0), mesh)
+  kernel = np.arange(16 * 8, dtype=np.float32).reshape(16, 8)
+  core.save_flat(str(tmp_path / 'weights.safetensors'), {'params/coa_t/kernel': kernel})
+  config.train.init_weights = str(tmp_path)
+  state, _, _ = train.create_train_state(config, model, jax.random.PRNGKey(0), mesh)
+  np.testing.assert_array_equal(state.params['coa_t']['kernel'], kernel)
+  np.testing.assert_array_equal(state.params['fuse']['kernel'], fresh.params['fuse']['kernel'])
