@@ -97,16 +97,20 @@ def jax_stage_fns(model):
 
 
 def time_jax_stages(model, variables, template_cache, text_cache, search, iters, warmup):
-  """Median ms of each stage of the JAX step, fed with the previous stage's real output."""
+  """Each stage of the JAX step fed with the previous stage's real output: ({stage: median ms},
+  {stage: FLOPs from the lowered program's cost analysis})."""
   fns = jax_stage_fns(model)
   args = {'trunk': (search,)}
   args['fusion'] = (template_cache['template_map'], fns['trunk'](variables, search))
   args['token_conv'] = (fns['fusion'](variables, *args['fusion']),)
   args['vl_heads'] = (fns['token_conv'](variables, *args['token_conv']),
                       text_cache['text_tokens'], text_cache['text_mask'])
-  return {name: common.median_ms(
+  times = {name: common.median_ms(
       lambda fn=fn, a=args[name]: jax.block_until_ready(fn(variables, *a)), iters, warmup)
-          for name, fn in fns.items()}
+           for name, fn in fns.items()}
+  flops = {name: float(fn.lower(variables, *args[name]).cost_analysis()['flops'])
+           for name, fn in fns.items()}
+  return times, flops
 
 
 def time_torch_stages(reference, template_cache, text_cache, search, iters, warmup):
@@ -161,8 +165,8 @@ def measure_batch(model, variables, reference, batch, iters, warmup, with_compil
     result['torch_ms'] = common.median_ms(
         lambda: reference.track_step(t_template_cache, t_text_cache, t_search), iters, warmup)
     if with_stages:
-      result['jax_stages'] = time_jax_stages(model, variables, template_cache, text_cache,
-                                             search_device, iters, warmup)
+      result['jax_stages'], result['stage_flops'] = time_jax_stages(
+          model, variables, template_cache, text_cache, search_device, iters, warmup)
       result['torch_stages'] = time_torch_stages(reference, t_template_cache, t_text_cache, t_search,
                                                  iters, warmup)
   if with_compile:
@@ -214,8 +218,10 @@ def print_report(config_name, results, peak_gflops, threads):
     if r.get('torch_compile_error'):
       print(f'  torch.compile failed: {r["torch_compile_error"]}')
     for name in r.get('jax_stages', {}):
-      print(f'  stage {name:>10}: jax {r["jax_stages"][name]:8.2f} ms   '
-            f'torch {r["torch_stages"][name]:8.2f} ms')
+      ms, flops = r['jax_stages'][name], r['stage_flops'][name]
+      print(f'  stage {name:>10}: jax {ms:8.2f} ms   torch {r["torch_stages"][name]:8.2f} ms   '
+            f'{flops / 1e9:6.2f} GFLOP   jax {flops / ms / 1e6:6.1f} GFLOP/s '
+            f'({flops / ms / 1e6 / peak_gflops:.0%} of peak)')
 
 
 def main(argv):
