@@ -1,5 +1,5 @@
-"""Checkpoints (DESIGN §3): orbax CheckpointManager in <workdir>/checkpoints, async, keep-N, auto-resume,
-preemption, and a finiteness check before every save.
+"""Checkpoints (DESIGN §3): orbax CheckpointManager in <workdir>/checkpoints, async, keep-N,
+auto-resume, preemption, and a finiteness check before every save.
 
 Each checkpoint is `ocp.args.Composite(state=<train state>, metadata=<JSON with next_step>)`.
 `restore_variables(workdir, config)` gives {'params', 'batch_stats'} of the latest checkpoint to the
@@ -39,7 +39,8 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def restore(self, abstract_state, step=None):
-    """(state, metadata) of `step` (default latest); abstract_state: ShapeDtypeStructs + shardings."""
+    """(state, metadata) of `step` (default latest); abstract_state: ShapeDtypeStructs with
+    shardings."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()))
@@ -98,7 +99,7 @@ def should_stop_for_preemption(checkpointer, flag, step):
 
 
 def restore_variables(workdir, config):
-  """{'params', 'batch_stats'} from the latest checkpoint in `workdir`, on this process's first device.
+  """{'params', 'batch_stats'} of the latest checkpoint in `workdir`, on this process's 1st device.
 
   Works whatever mesh and process count wrote the checkpoint (the target is built from the stored
   shapes). config is accepted so callers state which model the checkpoint belongs to; only the model

@@ -1,4 +1,4 @@
-"""Multi-process start-up: one helper around `jax.distributed.initialize`, called before any JAX call.
+"""Multi-process start-up: one helper around `jax.distributed.initialize`, run before any JAX call.
 
 Modes (DESIGN §3):
   * explicit: coordinator address, process count and id given (flags or COST_COORDINATOR_ADDRESS,
@@ -46,8 +46,8 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
   if mode == 'explicit':
     jax.distributed.initialize(
         coordinator_address=coordinator_address or os.environ['COST_COORDINATOR_ADDRESS'],
-        num_processes=num_processes if num_processes is not None else _env_int('COST_NUM_PROCESSES'),
-        process_id=process_id if process_id is not None else _env_int('COST_PROCESS_ID'),
+        num_processes=_env_int('COST_NUM_PROCESSES') if num_processes is None else num_processes,
+        process_id=_env_int('COST_PROCESS_ID') if process_id is None else process_id,
         local_device_ids=local_device_ids)
   else:  # SLURM and TPU pods: JAX's cluster detection fills in everything.
     jax.distributed.initialize()

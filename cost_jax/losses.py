@@ -24,8 +24,8 @@ def positive_tokens(token_centers, boxes):
     token_centers: [T, 2] (x, y) token centres, normalised to the search crop.
     boxes: [B, 4] ground truth (cx, cy, w, h), normalised.
   Returns:
-    [B, T] float32 0/1: tokens whose centre lies inside the box (edges included); when none does, the
-    token whose centre is nearest to the box centre.
+    [B, T] float32 0/1: tokens whose centre lies inside the box (edges included); when none
+    does, the token whose centre is nearest to the box centre.
   """
   delta = token_centers[None, :, :] - boxes[:, None, :2]  # [B, T, 2]
   inside = jnp.all(jnp.abs(delta) <= boxes[:, None, 2:] / 2, axis=-1)

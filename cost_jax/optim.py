@@ -1,11 +1,11 @@
-"""The optimiser of DESIGN §3: AdamW with a decay mask, learning-rate groups, warmup then step decay,
-global-norm clipping and an optional frozen text encoder.
+"""The optimiser of DESIGN §3: AdamW with a decay mask, learning-rate groups, warmup then step
+decay, global-norm clipping and an optional frozen text encoder.
 
-Groups by top-level parameter name: params['backbone'] at lr x train.backbone_lr_mult, params['text_encoder']
-at lr x train.text_lr_mult (x0 and gradients zeroed when train.freeze_text), everything else (including
-params['coa']['logit_scale']) at the full rate. Weight decay applies to kernels only (Dense/Conv 'kernel'
-leaves): never to biases, norms, embeddings or logit_scale. bf16 compute is config.model.dtype; parameters
-and optimiser state stay float32.
+Groups by top-level parameter name: params['backbone'] at lr x train.backbone_lr_mult,
+params['text_encoder'] at lr x train.text_lr_mult (x0, gradients zeroed, when train.freeze_text),
+everything else (params['coa']['logit_scale'] included) at the full rate. Weight decay applies to
+kernels only (Dense/Conv 'kernel' leaves): never to biases, norms, embeddings or logit_scale.
+bf16 compute is config.model.dtype; parameters and optimiser state stay float32.
 """
 
 import jax

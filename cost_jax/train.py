@@ -4,8 +4,8 @@
       --config.data.roots.synthetic=data/synth [--config.train.num_steps=600]
 
 Sections, top to bottom: train state, logging, mesh, input, model and optimiser, shardings, update
-step, checkpoint, loop, main. Restarting with the same workdir resumes from the latest checkpoint and
-continues bit-identically on CPU/TPU (index-based data, dropout keys fold_in(seed, step)).
+step, checkpoint, loop, main. Restarting with the same workdir resumes from the latest checkpoint
+and continues bit-identically on CPU/TPU (index-based data, dropout keys fold_in(seed, step)).
 Multi-process runs: see launch/README.md (--coordinator_address/--num_processes/--process_id, SLURM
 and TPU pods are detected).
 """
@@ -33,7 +33,7 @@ from cost_jax.models import cost
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a checkpoint holds. nonfinite_step: first step with NaN/Inf loss or grads, else -1."""
+  """Everything a checkpoint holds; nonfinite_step = first step with NaN/Inf loss/grads, else -1."""
   step: jax.Array
   params: dict
   batch_stats: dict
@@ -196,7 +196,7 @@ def train_step(state, batch, *, model, tx, config, token_centers, coa_fn):
 
 
 def make_train_step(config, model, tx, mesh, state_shardings):
-  """train_step jitted on `mesh` with the state donated: (state, global batch) -> (state, metrics)."""
+  """train_step jitted on `mesh`, state donated: (state, global batch) -> (state, metrics)."""
   from input_pipeline import crops
   centers = np.asarray(crops.token_centers(config.model), np.float32) / config.model.search_size
   step = lambda state, batch: train_step(

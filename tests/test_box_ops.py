@@ -15,7 +15,8 @@ def test_conversions_hand_values_and_round_trips():
   rng = np.random.default_rng(0)
   boxes = rng.uniform(0, 10, (3, 5, 4)).astype(np.float32)
   np.testing.assert_allclose(box_ops.xyxy_to_xywh(box_ops.xywh_to_xyxy(boxes)), boxes, atol=1e-5)
-  np.testing.assert_allclose(box_ops.xyxy_to_cxcywh(box_ops.cxcywh_to_xyxy(boxes)), boxes, atol=1e-5)
+  round_trip = box_ops.xyxy_to_cxcywh(box_ops.cxcywh_to_xyxy(boxes))
+  np.testing.assert_allclose(round_trip, boxes, atol=1e-5)
 
 
 def test_iou_and_giou_hand_values():

@@ -11,7 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.test_checkpoints import TRAIN, read_metrics, synthetic_root, train_run, variables  # noqa: F401
+from tests.test_checkpoints import TRAIN, read_metrics, train_run, variables
+from tests.test_checkpoints import synthetic_root  # noqa: F401  (pytest fixture)
 from tests.test_coa_sharded import COMPILATION_CACHE, FAST_COMPILE, ROOT
 
 
