@@ -129,6 +129,8 @@ def base_config():
   t.keep_checkpoints = 3
   t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
   t.optimizer = 'adamw'  # 'adamw' | 'sgd' (plain SGD: sharding-parity tests)
+  t.max_minutes = 0.0  # > 0: save and stop after this much training time (rerun to continue)
+  t.progress_bar = False  # a tqdm bar over the steps (process 0) beside the log lines
 
   # ---------------------------------------------------------------- mesh (DESIGN §3)
   config.mesh = ml_collections.ConfigDict()

@@ -208,6 +208,27 @@ def make_train_step(config, model, tx, mesh, state_shardings):
 
 # ------------------------------------------------------------------ checkpoint and loop
 
+def _time_is_up(t, started, step):
+  """config.train.max_minutes reached; several processes follow process 0's clock (log steps)."""
+  if t.max_minutes <= 0:
+    return False
+  up = time.perf_counter() - started > 60 * t.max_minutes
+  if jax.process_count() == 1:
+    return up
+  if step % t.log_every:
+    return False
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+
+
+def _progress(t, start):
+  """A tqdm bar over the remaining steps on process 0 when config.train.progress_bar, else None."""
+  if not t.progress_bar or jax.process_index() != 0:
+    return None
+  import tqdm
+  return tqdm.tqdm(total=t.num_steps, initial=start, unit='step', dynamic_ncols=True)
+
+
 def _save(ckpt, step, state):
   if step not in ckpt.manager.all_steps():
     ckpt.save(step, state, {'next_step': step}, int(jax.device_get(state.nonfinite_step)))
@@ -218,7 +239,8 @@ def train_and_evaluate(config, workdir, model=None):
 
   model: a linen module with COST's apply contract (default cost.COST(config.model)).
 
-  Returns the final TrainState. Stops early (after saving) on SIGTERM / preemption; raises
+  Returns the final TrainState. Stops early (after saving) on SIGTERM / preemption or when
+  config.train.max_minutes is reached; raises
   checkpoints.NonFiniteError naming the step when the loss or gradients become NaN/Inf.
   """
   t = config.train
@@ -243,21 +265,33 @@ def train_and_evaluate(config, workdir, model=None):
   logger = MetricsLogger(workdir, t.num_steps)
   flag = checkpoints.SigtermFlag() if jax.process_count() == 1 else None
   batches = pairs.iterate(start)
+  bar = _progress(t, start)
+  started = time.perf_counter()
   try:
     for step in range(start, t.num_steps):
       if checkpoints.should_stop_for_preemption(ckpt, flag, step):
         logging.warning('Preempted: saving step %d and exiting.', step)
         _save(ckpt, step, state)
         break
+      if step > start and _time_is_up(t, started, step):
+        logging.warning('config.train.max_minutes=%g reached: saving step %d.', t.max_minutes, step)
+        _save(ckpt, step, state)
+        break
       state, metrics = step_fn(state, to_global(next(batches)))
       done = step + 1
+      if bar is not None:
+        bar.update(1)
       if done % t.log_every == 0 or done == t.num_steps:
         metrics = jax.device_get(metrics)
         checkpoints.check_finite(jax.device_get(state.nonfinite_step))
         logger.write(done, metrics, pairs.replacements())
+        if bar is not None:
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}")
       if done % t.checkpoint_every == 0 or done == t.num_steps:
         _save(ckpt, done, state)
   finally:
+    if bar is not None:
+      bar.close()
     ckpt.close()
     logger.close()
     if flag is not None:

@@ -152,3 +152,13 @@ def test_restored_state_continues_bit_identically():
   out = run_with_devices(RESTORE_CONTINUES, 1)
   assert out['same_state'] and out['next_step'] == 1 and out['step'] == 2
   assert out['loss'][0] == out['loss'][1]
+
+
+@pytest.mark.heavy
+def test_max_minutes_saves_and_stops_then_a_rerun_continues(tmp_path, synthetic_root):
+  capped = dict(num_steps=4, log_every=1, checkpoint_every=100, max_minutes=1e-9)
+  assert train_run(tmp_path, synthetic_root, capped) == {'step': 1}  # one step, then the cap
+  from cost_jax import checkpoints
+  assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 1
+  assert train_run(tmp_path, synthetic_root, dict(capped, max_minutes=0.0)) == {'step': 4}
+  assert [m['step'] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
