@@ -172,11 +172,20 @@ def _all_finite(*trees):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
 
 
+def frozen_text(params, train_cfg):
+  """With train.freeze_text, the text encoder's parameters enter the loss as constants: XLA then
+  skips the encoder's backward pass (its gradient is zero anyway; the optimiser also masks it)."""
+  if not train_cfg.freeze_text or 'text_encoder' not in params:
+    return params
+  return {**params, 'text_encoder': jax.lax.stop_gradient(params['text_encoder'])}
+
+
 def train_step(state, batch, *, model, tx, config, token_centers, coa_fn):
   """One update on a global batch -> (new state, metrics). Dropout key = fold_in(seed, step)."""
   dropout_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
-  loss_fn = lambda p: compute_losses(p, state.batch_stats, batch, dropout_rng, model=model,
-                                     config=config, token_centers=token_centers, coa_fn=coa_fn)
+  loss_fn = lambda p: compute_losses(frozen_text(p, config.train), state.batch_stats, batch,
+                                     dropout_rng, model=model, config=config,
+                                     token_centers=token_centers, coa_fn=coa_fn)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if config.train.force_nan_at_step >= 0:  # testing the NaN guard
     nan = jnp.where(state.step == config.train.force_nan_at_step, jnp.nan, 0.0)
