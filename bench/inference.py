@@ -1,7 +1,8 @@
 r"""Per-frame tracking step, JAX (jitted) vs PyTorch (eager, and torch.compile), same weights and inputs.
 
   python -m bench.inference --config=configs/cost_r50.py            # CPU: several minutes
-  python -m bench.inference --config=configs/cost_tiny.py --iters=2 --warmup=1 --batch=1 \
+  python -m bench.inference --config=configs/cost_tiny.py            # CPU: a few minutes
+  python -m bench.inference --config=configs/cost_tiny.py --iters=2 --warmup=1 --batch=1,2 \
       --notorch_compile --peak_size=256                             # smoke run (tests/test_bench.py)
 
 What is timed: `COST.track_step` — search-crop trunk + input_proj, TransT feature fusion against the
@@ -32,7 +33,6 @@ import torch
 from bench import common
 from bench import torch_reference
 from cost_jax.models import cost
-
 
 
 def define_flags():
@@ -206,7 +206,7 @@ def print_report(config_name, results, peak_gflops, threads):
   print(f'# threads: PyTorch {threads} (torch.set_num_threads), XLA CPU default pool '
         f'({os.cpu_count()} cores)')
   print('# timed: COST.track_step on an in-memory uint8 search crop; template + text cached; '
-        'median of --iters after --warmup')
+        'median over ceil(iters / batch) calls after warm-up')
   print(f'# float32 matmul peak (jnp.dot, measured): {peak_gflops:.1f} GFLOP/s')
   for batch, r in results.items():
     gflops = r['step_flops'] / (r['jax_ms'] * 1e-3) / 1e9
