@@ -59,6 +59,7 @@ def get_config(arg=None):
   t.batch_size = 16
   t.num_steps = 600
   t.lr = 1e-3
+  t.backbone_lr_mult = 1.0  # the tiny trunk starts from random weights, not ImageNet
   t.warmup_steps = 50
   t.lr_milestones = (450,)
   t.checkpoint_every = 100
