@@ -44,6 +44,14 @@ def matmul_peak_gflops(n=2048, iters=10, warmup=2):
   return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
+def torch_matmul_peak_gflops(n=2048, iters=10, warmup=2):
+  """The same measurement with torch.matmul (PyTorch's BLAS: MKL/oneDNN), for comparison."""
+  import torch
+  a, b = torch.randn(n, n), torch.randn(n, n)
+  ms = median_ms(lambda: torch.matmul(a, b), iters, warmup)
+  return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
 def compiled_flops(jitted, *args):
   """FLOPs of one call of `jitted(*args)` from XLA's cost analysis of the compiled program."""
   analysis = jitted.lower(*args).compile().cost_analysis()

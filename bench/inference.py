@@ -237,8 +237,12 @@ def main(argv):
                                    flags.FLAGS.warmup, flags.FLAGS.torch_compile and first,
                                    flags.FLAGS.stages and first)
   peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
+  torch_peak = common.torch_matmul_peak_gflops(flags.FLAGS.peak_size)
   print_report(flags.FLAGS['config'].config_filename, results, peak, threads)
-  print(common.format_key_values(summary_values(results, peak, threads)))
+  print(f'# float32 matmul with torch.matmul (MKL) for comparison: {torch_peak:.1f} GFLOP/s')
+  values = summary_values(results, peak, threads)
+  values['torch_matmul_gflops'] = torch_peak
+  print(common.format_key_values(values))
 
 
 if __name__ == '__main__':

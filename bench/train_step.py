@@ -209,7 +209,8 @@ def main(argv):
       'speedup_vs_torch': result['torch_ms'] / result['jax_ms'],
       'jax_ms': result['jax_ms'], 'torch_ms': result['torch_ms'],
       'step_gflop': result['step_flops'] / 1e9, 'peak_fraction': gflops / peak,
-      'peak_gflops': peak, 'batch': batch, 'threads': threads}))
+      'peak_gflops': peak, 'torch_matmul_gflops': common.torch_matmul_peak_gflops(
+          flags.FLAGS.peak_size), 'batch': batch, 'threads': threads}))
 
 
 if __name__ == '__main__':
