@@ -22,6 +22,7 @@ import transformers
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from cost_jax.convert import resnet as convert_resnet
 from cost_jax.models.resnet import layer3_dilations
 
 # ------------------------------------------------------------------------------------- backbone
@@ -425,26 +426,6 @@ INVERSE_TRANSFORMS = {
 }
 
 
-def _bn_rules(torch_re, flax_path, train_bn):
-  """FrozenBatchNorm2d buffers -> FrozenBatchNorm variables (affine in params when train_bn)."""
-  affine = 'params' if train_bn else 'batch_stats'
-  return [(torch_re + r'\.weight', f'{affine}/{flax_path}/scale', 'none'),
-          (torch_re + r'\.bias', f'{affine}/{flax_path}/bias', 'none'),
-          (torch_re + r'\.running_mean', f'batch_stats/{flax_path}/mean', 'none'),
-          (torch_re + r'\.running_var', f'batch_stats/{flax_path}/var', 'none')]
-
-
-def backbone_rules(backbone_cfg):
-  """torchvision ResNet names under `backbone.` -> cost_jax ResNetTrunk variables."""
-  block = r'backbone\.(layer\d)\.(\d+)'
-  return ([(r'backbone\.conv1\.weight', 'params/backbone/conv1/kernel', 'conv'),
-           (rf'{block}\.(conv\d)\.weight', r'params/backbone/\1_\2/\3/kernel', 'conv'),
-           (rf'{block}\.downsample\.0\.weight', r'params/backbone/\1_\2/downsample_conv/kernel', 'conv')]
-          + _bn_rules(r'backbone\.bn1', 'backbone/bn1', backbone_cfg.train_bn)
-          + _bn_rules(rf'{block}\.(bn\d)', r'backbone/\1_\2/\3', backbone_cfg.train_bn)
-          + _bn_rules(rf'{block}\.downsample\.1', r'backbone/\1_\2/downsample_bn', backbone_cfg.train_bn))
-
-
 def transformer_rules(torch_re, flax_path):
   """MultiheadAttention / Linear / LayerNorm children of one torch layer -> the Flax layer's params.
 
@@ -473,7 +454,7 @@ def flax_name_rules(model_cfg):
   """
   from cost_jax.convert import bert as convert_bert
   box = 'head/regressor/box'
-  rules = backbone_rules(model_cfg.backbone)
+  rules = convert_resnet.resnet_rules(r'backbone\.', model_cfg.backbone.train_bn)
   rules += [(r'input_proj\.weight', 'params/visual/input_proj/kernel', 'conv'),
             (r'input_proj\.bias', 'params/visual/input_proj/bias', 'none'),
             (r'token_conv\.conv\.weight', 'params/token_conv/conv/kernel', 'conv'),
