@@ -41,7 +41,7 @@ def define_flags():
   flags.DEFINE_bool('progress', True, 'Progress bars.')
 
 
-def demo_config(data_dir, steps=None, minutes=0.0):
+def demo_config(data_dir, steps=None, minutes=0.0, progress=True):
   """configs/cost_tiny.py pointed at the synthetic training set."""
   from configs import cost_tiny
   config = cost_tiny.get_config()
@@ -52,7 +52,7 @@ def demo_config(data_dir, steps=None, minutes=0.0):
     config.train.num_steps = steps
     config.train.lr_milestones = tuple(m for m in config.train.lr_milestones if m < steps)
   config.train.max_minutes = minutes
-  config.train.progress_bar = True
+  config.train.progress_bar = progress
   return config
 
 
@@ -101,7 +101,7 @@ def format_table(table):
 
 def pick_gif_sequence(sequences):
   """A test video whose template is ambiguous (the sentence tells target and twin apart), if any."""
-  twins = [s for s in sequences if ' of an identical ' in s.sentence or 'identical' in s.sentence]
+  twins = [s for s in sequences if 'identical' in s.sentence]
   return (twins or sorted(sequences, key=len, reverse=True))[0]
 
 
@@ -126,8 +126,7 @@ def run(workdir, steps=None, minutes=0.0, train_videos=60, test_videos=20, seed=
   make_data(train_dir, train_videos, seed, echo, **(data_options or {}))
   make_data(test_dir, test_videos, seed + 1000, echo, **(data_options or {}))
 
-  config = demo_config(train_dir, steps, minutes)
-  config.train.progress_bar = progress
+  config = demo_config(train_dir, steps, minutes, progress)
   ckpt_dir = os.path.join(workdir, 'train')
   echo(f'train: configs/cost_tiny.py for {config.train.num_steps} steps in {ckpt_dir}'
        + (f' (capped at {minutes:g} min)' if minutes else ''))
