@@ -17,8 +17,7 @@ import numpy as np
 def median_ms(fn, iters, warmup):
   """Median wall time of `fn()` in milliseconds over `iters` calls after `warmup` calls.
 
-  `fn` must block until its result is ready (jax: block_until_ready; torch eager on CPU is
-  synchronous).
+  `fn` must block until its result is ready (jax: block_until_ready; torch: `torch_synced`).
   """
   for _ in range(warmup):
     fn()
@@ -44,20 +43,70 @@ def matmul_peak_gflops(n=2048, iters=10, warmup=2):
   return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
-def torch_matmul_peak_gflops(n=2048, iters=10, warmup=2):
-  """The same measurement with torch.matmul (PyTorch's BLAS: MKL/oneDNN), for comparison."""
+def torch_matmul_peak_gflops(n=2048, iters=10, warmup=2, device='cpu'):
+  """The same measurement with torch.matmul (MKL/oneDNN on CPU, cuBLAS on GPU), for comparison."""
   import torch
-  a, b = torch.randn(n, n), torch.randn(n, n)
-  ms = median_ms(lambda: torch.matmul(a, b), iters, warmup)
+  a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+  ms = median_ms(torch_synced(lambda: torch.matmul(a, b), device), iters, warmup)
   return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def torch_device(name):
+  """The PyTorch device for the reference: 'auto' = 'cuda' when PyTorch sees a GPU, else 'cpu'."""
+  import torch
+  if name == 'auto':
+    name = 'cuda' if torch.cuda.is_available() else 'cpu'
+  return torch.device(name)
+
+
+def torch_synced(fn, device):
+  """`fn` made blocking: PyTorch on a GPU returns before its kernels finish, so synchronise."""
+  import torch
+  if torch.device(device).type != 'cuda':
+    return fn
+
+  def call():
+    result = fn()
+    torch.cuda.synchronize(device)
+    return result
+  return call
+
+
+PRECISIONS = ('tf32', 'float32')
+
+
+def set_matmul_precision(mode):
+  """The float32 matmul/conv mode of both frameworks, so they are compared like for like.
+
+  'tf32': TensorFloat-32 tensor cores for float32 matmuls and convolutions (JAX's default on
+  NVIDIA Ampere and newer; PyTorch's default for convolutions only, so its matmuls are switched on
+  too). 'float32': full float32 in both. On a CPU both modes compute in float32.
+  """
+  import torch
+  if mode not in PRECISIONS:
+    raise ValueError(f'precision {mode!r}: expected one of {PRECISIONS}')
+  tf32 = mode == 'tf32'
+  jax.config.update('jax_default_matmul_precision', 'tensorfloat32' if tf32 else 'float32')
+  torch.set_float32_matmul_precision('high' if tf32 else 'highest')
+  torch.backends.cudnn.allow_tf32 = tf32
+
+
+def compile_with_flops(jitted, *args):
+  """(compiled program, its FLOPs per call from XLA's cost analysis) for `jitted(*args)`.
+
+  Call the returned program rather than `jitted`, which would compile a second time. The analysis
+  is the compiled program's: on a GPU the lowered (uncompiled) one has none.
+  """
+  compiled = jitted.lower(*args).compile()
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
+    analysis = analysis[0]
+  return compiled, float(analysis['flops'])
 
 
 def compiled_flops(jitted, *args):
   """FLOPs of one call of `jitted(*args)` from XLA's cost analysis of the compiled program."""
-  analysis = jitted.lower(*args).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
-    analysis = analysis[0]
-  return float(analysis['flops'])
+  return compile_with_flops(jitted, *args)[1]
 
 
 def machine_description():
@@ -72,8 +121,16 @@ def machine_description():
   except OSError:
     pass
   devices = jax.devices()
-  return (f'{model}, {os.cpu_count()} cores, jax backend {jax.default_backend()} '
+  line = (f'{model}, {os.cpu_count()} cores, jax backend {jax.default_backend()} '
           f'({devices[0].device_kind}), jax {jax.__version__}')
+  try:
+    import torch
+    line += f', torch {torch.__version__}'
+    if torch.cuda.is_available():
+      line += f' (cuda {torch.version.cuda}, {torch.cuda.get_device_name()})'
+  except ImportError:
+    pass
+  return line
 
 
 def to_numpy_tree(tree):

@@ -13,6 +13,10 @@ the same thread count. Latency = median over ceil(--iters / batch) calls (at lea
 after ceil(--warmup / batch) calls. torch.compile and the per-stage split run for the first batch
 size only (they cost minutes of CPU each).
 
+On a GPU (`--torch_device=auto` picks CUDA when PyTorch sees one) the PyTorch calls are followed by
+torch.cuda.synchronize inside the timed region; `--precision=tf32|float32` sets both frameworks'
+float32 matmul/convolution mode alike (unset: each framework's default).
+
 Beside it: the step's FLOPs and the full forward's (XLA cost analysis of the compiled programs), the
 achieved GFLOP/s, and the float32 matmul peak this machine reaches (jnp.dot of two square matrices), so
 peak_fraction = achieved / peak. With --stages, each stage of the step is also timed on its own.
@@ -21,6 +25,7 @@ The last line is `key=value` figures for batch 1 (and `_b<N>` suffixed ones for 
 
 import math
 import os
+import time
 
 from absl import app
 from absl import flags
@@ -44,8 +49,14 @@ def define_flags():
   flags.DEFINE_list('batch', ['1', '8'], 'Batch sizes (sequences tracked in lock-step).')
   flags.DEFINE_boolean('torch_compile', True, 'Also time torch.compile(track_step) (first batch).')
   flags.DEFINE_boolean('stages', True, 'Also time each stage of the step alone (first batch).')
+  flags.DEFINE_boolean('full_flops', True, 'Also compile the full forward for its FLOPs '
+                       '(step_flops_fraction).')
   flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
   flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+  flags.DEFINE_string('torch_device', 'auto', "PyTorch device: 'auto' (cuda if available), 'cpu', "
+                      "'cuda'.")
+  flags.DEFINE_enum('precision', None, common.PRECISIONS, 'float32 matmul/conv mode of both '
+                    'frameworks; unset = their defaults.')
 
 
 def random_inputs(cfg, batch, seed=0):
@@ -59,12 +70,13 @@ def random_inputs(cfg, batch, seed=0):
   return template, search, ids * mask, mask
 
 
-def build_models(model_cfg, seed=0):
-  """Flax COST + its variables, and the PyTorch reference (eval mode) holding the same weights."""
+def build_models(model_cfg, seed=0, device='cpu'):
+  """Flax COST + its variables, and the PyTorch reference (eval mode, on `device`) holding the same
+  weights."""
   model = cost.COST(model_cfg)
   variables = cost.init_variables(model, jax.random.key(seed))
   reference = torch_reference.load_from_flax(torch_reference.COST(model_cfg).eval(), variables)
-  return model, variables, reference
+  return model, variables, reference.to(device)
 
 
 def jax_step(model):
@@ -105,16 +117,17 @@ def time_jax_stages(model, variables, template_cache, text_cache, search, iters,
   args['token_conv'] = (fns['fusion'](variables, *args['fusion']),)
   args['vl_heads'] = (fns['token_conv'](variables, *args['token_conv']),
                       text_cache['text_tokens'], text_cache['text_mask'])
+  compiled = {name: common.compile_with_flops(fn, variables, *args[name])
+              for name, fn in fns.items()}
   times = {name: common.median_ms(
       lambda fn=fn, a=args[name]: jax.block_until_ready(fn(variables, *a)), iters, warmup)
-           for name, fn in fns.items()}
-  flops = {name: float(fn.lower(variables, *args[name]).cost_analysis()['flops'])
-           for name, fn in fns.items()}
-  return times, flops
+           for name, (fn, _) in compiled.items()}
+  return times, {name: flops for name, (_, flops) in compiled.items()}
 
 
 def time_torch_stages(reference, template_cache, text_cache, search, iters, warmup):
   """Median ms of each stage of the PyTorch step (eager), same split as time_jax_stages."""
+  device = search.device
   tokens, pos, (height, width) = reference._features(search)
   fused = reference.featurefusion_network(template_cache['tokens'], tokens, template_cache['pos'], pos)
   fused_map = fused.transpose(1, 2).reshape(fused.shape[0], -1, height, width)
@@ -126,21 +139,27 @@ def time_torch_stages(reference, template_cache, text_cache, search, iters, warm
       'token_conv': lambda: reference.token_conv(fused_map),
       'vl_heads': lambda: reference.fuse(visual, text_cache),
   }
-  return {name: common.median_ms(call, iters, warmup) for name, call in calls.items()}
+  return {name: common.median_ms(common.torch_synced(call, device), iters, warmup)
+          for name, call in calls.items()}
 
 
 def torch_compiled_ms(reference, template_cache, text_cache, search, iters, warmup):
   """Median ms of torch.compile(track_step) (default inductor backend), or (nan, reason)."""
   try:
     compiled = torch.compile(reference.track_step)
-    compiled(template_cache, text_cache, search)
-    return common.median_ms(lambda: compiled(template_cache, text_cache, search), iters, warmup), ''
+    call = common.torch_synced(lambda: compiled(template_cache, text_cache, search), search.device)
+    call()
+    return common.median_ms(call, iters, warmup), ''
   except Exception as e:  # a missing compiler or an unsupported op: report it, keep the rest
     return math.nan, f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
 
 
-def measure_batch(model, variables, reference, batch, iters, warmup, with_compile, with_stages):
-  """All figures for one batch size: {'jax_ms', 'torch_ms', ..., 'step_flops', 'full_flops'}."""
+def measure_batch(model, variables, reference, batch, iters, warmup, with_compile, with_stages,
+                  with_full_flops=True):
+  """All figures for one batch size: {'jax_ms', 'torch_ms', ..., 'step_flops', 'full_flops'}.
+
+  Each figure is printed as soon as it is measured, so a run stopped by a time limit keeps them.
+  """
   cfg = model.cfg
   iters = -(-iters // batch)  # every measurement covers at least `iters` frames
   warmup = -(-warmup // batch)
@@ -148,22 +167,29 @@ def measure_batch(model, variables, reference, batch, iters, warmup, with_compil
   template_cache = model.apply(variables, template, method=cost.COST.encode_template)
   text_cache = model.apply(variables, ids, mask, method=cost.COST.encode_text)
   search_device = jnp.asarray(search)
-  step = jax_step(model)
-  result = {
-      'step_flops': common.compiled_flops(step, variables, template_cache, text_cache, search_device),
-      'full_flops': common.compiled_flops(jax_full_forward(model), variables, template, search_device,
-                                          ids, mask),
-  }
+  start = time.perf_counter()
+  step, step_flops = common.compile_with_flops(jax_step(model), variables, template_cache,
+                                               text_cache, search_device)
+  result = {'step_flops': step_flops, 'jax_compile_s': time.perf_counter() - start}
+  if with_full_flops:
+    result['full_flops'] = common.compiled_flops(jax_full_forward(model), variables, template,
+                                                 search_device, ids, mask)
   result['jax_ms'] = common.median_ms(
       lambda: jax.block_until_ready(step(variables, template_cache, text_cache, search_device)),
       iters, warmup)
+  print(f'# batch {batch}: jax {result["jax_ms"]:.3f} ms (compiled in {result["jax_compile_s"]:.1f} s, '
+        f'{step_flops / 1e9:.2f} GFLOP)', flush=True)
+  device = next(reference.parameters()).device
   with torch.inference_mode():
-    t_template, t_search = torch.from_numpy(template), torch.from_numpy(search)
-    t_ids, t_mask = torch.from_numpy(ids).long(), torch.from_numpy(mask).long()
+    t_template, t_search = torch.from_numpy(template).to(device), torch.from_numpy(search).to(device)
+    t_ids = torch.from_numpy(ids).long().to(device)
+    t_mask = torch.from_numpy(mask).long().to(device)
     t_template_cache = reference.encode_template(t_template)
     t_text_cache = reference.encode_text(t_ids, t_mask)
-    result['torch_ms'] = common.median_ms(
-        lambda: reference.track_step(t_template_cache, t_text_cache, t_search), iters, warmup)
+    result['torch_ms'] = common.median_ms(common.torch_synced(
+        lambda: reference.track_step(t_template_cache, t_text_cache, t_search), device),
+        iters, warmup)
+    print(f'# batch {batch}: torch eager {result["torch_ms"]:.3f} ms', flush=True)
     if with_stages:
       result['jax_stages'], result['stage_flops'] = time_jax_stages(
           model, variables, template_cache, text_cache, search_device, iters, warmup)
@@ -173,6 +199,8 @@ def measure_batch(model, variables, reference, batch, iters, warmup, with_compil
     with torch.no_grad():
       result['torch_compile_ms'], result['torch_compile_error'] = torch_compiled_ms(
           reference, t_template_cache, t_text_cache, t_search, iters, warmup)
+    print(f'# batch {batch}: torch.compile {result["torch_compile_ms"]:.3f} ms '
+          f'{result["torch_compile_error"]}', flush=True)
   return result
 
 
@@ -192,16 +220,18 @@ def summary_values(results, peak_gflops, threads):
     values['peak_fraction' + suffix] = gflops / peak_gflops
     if index == 0:
       values['step_gflop'] = r['step_flops'] / 1e9 / batch
-      values['full_gflop'] = r['full_flops'] / 1e9 / batch
-      values['step_flops_fraction'] = r['step_flops'] / r['full_flops']
+      if 'full_flops' in r:
+        values['full_gflop'] = r['full_flops'] / 1e9 / batch
+        values['step_flops_fraction'] = r['step_flops'] / r['full_flops']
   values['peak_gflops'] = peak_gflops
   values['threads'] = threads
   values['batch'] = ','.join(str(b) for b in results)
   return values
 
 
-def print_report(config_name, results, peak_gflops, threads):
-  print(f'# bench.inference  config={config_name}  float32  eval mode')
+def print_report(config_name, results, peak_gflops, threads, precision, device):
+  print(f'# bench.inference  config={config_name}  float32 (matmul mode: '
+        f'{precision or "framework defaults"})  eval mode  torch on {device}')
   print(f'# machine: {common.machine_description()}')
   print(f'# threads: PyTorch {threads} (torch.set_num_threads), XLA CPU default pool '
         f'({os.cpu_count()} cores)')
@@ -213,7 +243,7 @@ def print_report(config_name, results, peak_gflops, threads):
     print(f'batch {batch}: jax {r["jax_ms"]:.2f} ms  torch eager {r["torch_ms"]:.2f} ms  '
           f'torch.compile {r.get("torch_compile_ms", math.nan):.2f} ms  '
           f'speedup {r["torch_ms"] / r["jax_ms"]:.2f}x  '
-          f'step {r["step_flops"] / 1e9:.2f} GFLOP (full forward {r["full_flops"] / 1e9:.2f})  '
+          f'step {r["step_flops"] / 1e9:.2f} GFLOP (full forward {r.get("full_flops", math.nan) / 1e9:.2f})  '
           f'{gflops:.1f} GFLOP/s = {gflops / peak_gflops:.1%} of peak')
     if r.get('torch_compile_error'):
       print(f'  torch.compile failed: {r["torch_compile_error"]}')
@@ -229,19 +259,27 @@ def main(argv):
   config = flags.FLAGS.config
   threads = flags.FLAGS.threads or os.cpu_count()
   torch.set_num_threads(threads)
-  model, variables, reference = build_models(config.model, config.seed)
+  if flags.FLAGS.precision:
+    common.set_matmul_precision(flags.FLAGS.precision)
+  device = common.torch_device(flags.FLAGS.torch_device)
+  start = time.perf_counter()
+  model, variables, reference = build_models(config.model, config.seed, device)
+  print(f'# models built in {time.perf_counter() - start:.1f} s', flush=True)
   results = {}
   for index, batch in enumerate(int(b) for b in flags.FLAGS.batch):
     first = index == 0  # torch.compile and the stage split: first batch size only (CPU time)
     results[batch] = measure_batch(model, variables, reference, batch, flags.FLAGS.iters,
                                    flags.FLAGS.warmup, flags.FLAGS.torch_compile and first,
-                                   flags.FLAGS.stages and first)
+                                   flags.FLAGS.stages and first, flags.FLAGS.full_flops)
   peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
-  torch_peak = common.torch_matmul_peak_gflops(flags.FLAGS.peak_size)
-  print_report(flags.FLAGS['config'].config_filename, results, peak, threads)
-  print(f'# float32 matmul with torch.matmul (MKL) for comparison: {torch_peak:.1f} GFLOP/s')
+  torch_peak = common.torch_matmul_peak_gflops(flags.FLAGS.peak_size, device=device)
+  print_report(flags.FLAGS['config'].config_filename, results, peak, threads,
+               flags.FLAGS.precision, device)
+  print(f'# float32 matmul with torch.matmul ({device}) for comparison: {torch_peak:.1f} GFLOP/s')
   values = summary_values(results, peak, threads)
   values['torch_matmul_gflops'] = torch_peak
+  values['precision'] = flags.FLAGS.precision or 'default'
+  values['torch_device'] = device.type
   print(common.format_key_values(values))
 
 

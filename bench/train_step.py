@@ -13,10 +13,13 @@ JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on 
 PyTorch: torch_reference.COST with the same initial weights, `torch_losses` (a mirror of
 cost_jax.losses, tested equal in tests/test_bench.py) and torch.optim.AdamW with the same groups.
 float32; median step time over --iters after --warmup. FLOPs of the JAX step from XLA's cost
-analysis of the compiled update (frozen parts' forward included).
+analysis of the compiled update (frozen parts' forward included). On a GPU the PyTorch step ends
+with torch.cuda.synchronize inside the timed region; `--precision=tf32|float32` sets both
+frameworks' float32 matmul/convolution mode alike (unset: each framework's default).
 """
 
 import os
+import time
 
 from absl import app
 from absl import flags
@@ -45,6 +48,10 @@ def define_flags():
   flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
   flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
   flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+  flags.DEFINE_string('torch_device', 'auto', "PyTorch device: 'auto' (cuda if available), 'cpu', "
+                      "'cuda'.")
+  flags.DEFINE_enum('precision', None, common.PRECISIONS, 'float32 matmul/conv mode of both '
+                    'frameworks; unset = their defaults.')
 
 
 def random_batch(config, batch, seed=0):
@@ -151,24 +158,28 @@ def torch_train_step(reference, optimizer, scheduler, batch, token_centers, trai
   return {k: v.detach() for k, v in losses.items()}
 
 
-def to_torch_batch(batch):
-  return {k: torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)
+def to_torch_batch(batch, device='cpu'):
+  return {k: (torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)).to(device)
           for k, v in batch.items()}
 
 
 # ------------------------------------------------------------------------------ measurement
 
-def measure(config, batch_size, iters, warmup):
+def measure(config, batch_size, iters, warmup, device='cpu'):
   """{'jax_ms', 'torch_ms', 'step_flops'} for one update of `batch_size` pairs."""
   model = cost.COST(config.model)
   mesh = train.create_mesh(config)
   state, shardings, tx = train.create_train_state(config, model, jax.random.key(config.seed), mesh)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  reference = torch_reference.load_from_flax(torch_reference.COST(config.model), variables).train()
+  reference = torch_reference.load_from_flax(torch_reference.COST(config.model), variables)
+  reference = reference.train().to(device)
   step = train.make_train_step(config, model, tx, mesh, shardings)
   batch = random_batch(config, batch_size)
   global_batch = jax.device_put(batch, sharding.batch_sharding(mesh, config.mesh))
-  result = {'step_flops': common.compiled_flops(step, state, global_batch)}
+  start = time.perf_counter()
+  step, step_flops = common.compile_with_flops(step, state, global_batch)
+  result = {'step_flops': step_flops}
+  print(f'# jax update compiled in {time.perf_counter() - start:.1f} s', flush=True)
   holder = [state]
 
   def jax_update():
@@ -176,12 +187,13 @@ def measure(config, batch_size, iters, warmup):
     jax.block_until_ready(metrics)
 
   result['jax_ms'] = common.median_ms(jax_update, iters, warmup)
+  print(f'# jax {result["jax_ms"]:.2f} ms/step', flush=True)
   optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup)
-  centers = torch.from_numpy(normalised_token_centers(config.model))
-  torch_batch = to_torch_batch(batch)
-  result['torch_ms'] = common.median_ms(
+  centers = torch.from_numpy(normalised_token_centers(config.model)).to(device)
+  torch_batch = to_torch_batch(batch, device)
+  result['torch_ms'] = common.median_ms(common.torch_synced(
       lambda: torch_train_step(reference, optimizer, scheduler, torch_batch, centers, config.train),
-      iters, warmup)
+      device), iters, warmup)
   return result
 
 
@@ -192,10 +204,14 @@ def main(argv):
   torch.set_num_threads(threads)
   batch = flags.FLAGS.batch or config.train.batch_size
   config.train.batch_size = batch
-  result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup)
+  if flags.FLAGS.precision:
+    common.set_matmul_precision(flags.FLAGS.precision)
+  device = common.torch_device(flags.FLAGS.torch_device)
+  result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup, device)
   peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
   gflops = result['step_flops'] / (result['jax_ms'] * 1e-3) / 1e9
-  print(f'# bench.train_step  config={flags.FLAGS["config"].config_filename}  float32  batch {batch}')
+  print(f'# bench.train_step  config={flags.FLAGS["config"].config_filename}  float32 (matmul '
+        f'mode: {flags.FLAGS.precision or "framework defaults"})  batch {batch}  torch on {device}')
   print(f'# machine: {common.machine_description()}')
   print(f'# threads: PyTorch {threads}, XLA CPU default pool ({os.cpu_count()} cores)')
   print('# timed: one update (train-mode forward, loss, backward, clip, AdamW) on an in-memory batch')
@@ -210,7 +226,8 @@ def main(argv):
       'jax_ms': result['jax_ms'], 'torch_ms': result['torch_ms'],
       'step_gflop': result['step_flops'] / 1e9, 'peak_fraction': gflops / peak,
       'peak_gflops': peak, 'torch_matmul_gflops': common.torch_matmul_peak_gflops(
-          flags.FLAGS.peak_size), 'batch': batch, 'threads': threads}))
+          flags.FLAGS.peak_size, device=device), 'batch': batch, 'threads': threads,
+      'precision': flags.FLAGS.precision or 'default', 'torch_device': device.type}))
 
 
 if __name__ == '__main__':

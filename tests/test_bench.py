@@ -49,6 +49,38 @@ def test_key_values_round_trip():
                                            'threads': 2.0}
 
 
+def test_matmul_precision_sets_both_frameworks():
+  """--precision puts JAX and PyTorch in the same float32 matmul/conv mode; bad names are refused."""
+  before = (jax.config.jax_default_matmul_precision, torch.get_float32_matmul_precision(),
+            torch.backends.cudnn.allow_tf32)
+  try:
+    common.set_matmul_precision('float32')
+    assert jax.config.jax_default_matmul_precision == 'float32'
+    assert torch.get_float32_matmul_precision() == 'highest'
+    assert torch.backends.cudnn.allow_tf32 is False
+    common.set_matmul_precision('tf32')
+    assert jax.config.jax_default_matmul_precision == 'tensorfloat32'
+    assert torch.get_float32_matmul_precision() == 'high'
+    assert torch.backends.cudnn.allow_tf32 is True
+    with pytest.raises(ValueError, match='bf16'):
+      common.set_matmul_precision('bf16')
+  finally:
+    jax.config.update('jax_default_matmul_precision', before[0])
+    torch.set_float32_matmul_precision(before[1])
+    torch.backends.cudnn.allow_tf32 = before[2]
+
+
+def test_compile_with_flops_times_the_compiled_program():
+  """The program returned is the compiled one (no second compile) and computes the jitted function."""
+  jitted = jax.jit(lambda a, b: a @ b)
+  a = np.arange(12, dtype=np.float32).reshape(3, 4)
+  b = np.ones((4, 5), np.float32)
+  compiled, flops = common.compile_with_flops(jitted, a, b)
+  assert flops == pytest.approx(2 * 3 * 4 * 5, rel=0.5)
+  np.testing.assert_array_equal(np.asarray(compiled(a, b)), a @ b)
+  assert common.torch_synced(len, 'cpu') is len  # CPU PyTorch is synchronous: nothing to add
+
+
 def test_torch_losses_match_cost_jax_losses():
   """torch_losses (the PyTorch side of bench.train_step) equals cost_jax.losses on the same inputs."""
   config = cost_tiny.get_config()

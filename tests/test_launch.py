@@ -9,7 +9,7 @@ import pytest
 from cost_jax import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ['launch/gpu_node.sh', 'launch/tpu_pod.sh', 'launch/slurm.sbatch']
+SCRIPTS = ['launch/gpu_node.sh', 'launch/tpu_pod.sh', 'launch/slurm.sbatch', 'bench/gpu_suite.sh']
 SHELLCHECK = os.path.join(ROOT, '.venv', 'bin', 'shellcheck')
 
 
