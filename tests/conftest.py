@@ -9,6 +9,11 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 import pytest
 
+try:  # triton (torch.compile's compiler, in the test extras) segfaults when it is first imported
+  import triton  # noqa: F401  after TensorFlow; loading it first lets any test file order work
+except ImportError:
+  pass
+
 
 def pytest_addoption(parser):
   parser.addoption('--heavy', action='store_true', default=False,

@@ -26,9 +26,12 @@ def rel(a, b):
 
 
 def tiny_model_cfg(**token):
-  """cost_tiny with a random (not pretrained) text encoder: shapes only, no file reads."""
+  """cost_tiny with a random (not pretrained) text encoder and the paper's token geometry (search 160
+  -> 20x20 tokens, 40 text tokens; the demo config uses 128 -> 16x16 and 24): shapes only, no file
+  reads."""
   cfg = cost_tiny.get_config().model
   cfg.text.pretrained_dir = ''
+  cfg.search_size, cfg.token.grid, cfg.text.max_len = 160, 20, 40
   cfg.token.update(token)
   return cfg
 

@@ -81,7 +81,8 @@ def test_batch_contents(stream):
   assert batch['template'].shape == (4, 32, 32, 3) and batch['template'].dtype == np.uint8
   assert batch['search'].shape == (4, 48, 48, 3) and batch['search'].dtype == np.uint8
   assert batch['search_box'].dtype == np.float32 and batch['search_box'].shape == (4, 4)
-  assert batch['text_ids'].shape == (4, 40) and batch['text_mask'].dtype == np.int32
+  assert batch['text_ids'].shape == (4, stream.text_len) == (4, stream.config.model.text.max_len)
+  assert batch['text_mask'].dtype == np.int32
   for j, g in enumerate(stream.host_indices(0)):
     plan = stream.plan(int(g))[0]
     seq = plan['sequence']

@@ -55,11 +55,12 @@ def test_attention_is_computed_on_the_trackers_crops(setup):  # noqa: F811
   outputs, weights, _ = attention._forward(
       setup['variables'], first, tracker.image_wh(first), np.float32(seq.boxes[0]), frame,
       tracker.image_wh(frame), np.float32(seq.boxes[0]), ids, mask)
-  box, _ = tracker.select_box(outputs, tracker.hann_window(20), setup['config'].track.hann_weight)
+  grid = setup['config'].model.token.grid
+  box, _ = tracker.select_box(outputs, tracker.hann_window(grid), setup['config'].track.hann_weight)
   window = tracker.crops.crop_window(np.float32(seq.boxes[0]), 4.0, 64.0)
   predicted = tracker.update_box(seq.boxes[0], tracker.crops.crop_to_box(np.asarray(box), window),
                                  tracker.image_wh(frame), 1.0, 1.0)
   assert relative(predicted, boxes[1]) <= 1e-5
-  assert 0 < float(np.sum(weights)) <= 1 + 1e-5  # a share of [OBJ]'s softmax over 441 tokens
+  assert 0 < float(np.sum(weights)) <= 1 + 1e-5  # a share of [OBJ]'s softmax over all tokens
   maps = attention.maps(seq, np.array(boxes + [boxes[-1]] * (len(seq) - 2)))
-  assert maps[0] is None and maps[1][0].shape == (20, 20) and maps[1][0].max() == 1.0
+  assert maps[0] is None and maps[1][0].shape == (grid, grid) and maps[1][0].max() == 1.0
