@@ -91,6 +91,29 @@ def set_matmul_precision(mode):
   torch.backends.cudnn.allow_tf32 = tf32
 
 
+def define_framework_flags():
+  """The flags both benchmarks share: the peak test's size, and PyTorch's threads, device and the
+  matmul mode of both frameworks (see setup_frameworks)."""
+  from absl import flags
+  flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
+  flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
+  flags.DEFINE_string('torch_device', 'auto', "PyTorch device: 'auto' (cuda if available), 'cpu', "
+                      "'cuda'.")
+  flags.DEFINE_enum('precision', None, PRECISIONS, 'float32 matmul/conv mode of both '
+                    'frameworks; unset = their defaults.')
+
+
+def setup_frameworks(flag_values):
+  """Applies define_framework_flags' flags: PyTorch's thread count and both frameworks' matmul mode.
+  Returns (threads, torch device)."""
+  import torch
+  threads = flag_values.threads or os.cpu_count()
+  torch.set_num_threads(threads)
+  if flag_values.precision:
+    set_matmul_precision(flag_values.precision)
+  return threads, torch_device(flag_values.torch_device)
+
+
 def compile_with_flops(jitted, *args):
   """(compiled program, its FLOPs per call from XLA's cost analysis) for `jitted(*args)`.
 

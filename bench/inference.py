@@ -51,12 +51,7 @@ def define_flags():
   flags.DEFINE_boolean('stages', True, 'Also time each stage of the step alone (first batch).')
   flags.DEFINE_boolean('full_flops', True, 'Also compile the full forward for its FLOPs '
                        '(step_flops_fraction).')
-  flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
-  flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
-  flags.DEFINE_string('torch_device', 'auto', "PyTorch device: 'auto' (cuda if available), 'cpu', "
-                      "'cuda'.")
-  flags.DEFINE_enum('precision', None, common.PRECISIONS, 'float32 matmul/conv mode of both '
-                    'frameworks; unset = their defaults.')
+  common.define_framework_flags()
 
 
 def random_inputs(cfg, batch, seed=0):
@@ -257,11 +252,7 @@ def print_report(config_name, results, peak_gflops, threads, precision, device):
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  threads = flags.FLAGS.threads or os.cpu_count()
-  torch.set_num_threads(threads)
-  if flags.FLAGS.precision:
-    common.set_matmul_precision(flags.FLAGS.precision)
-  device = common.torch_device(flags.FLAGS.torch_device)
+  threads, device = common.setup_frameworks(flags.FLAGS)
   start = time.perf_counter()
   model, variables, reference = build_models(config.model, config.seed, device)
   print(f'# models built in {time.perf_counter() - start:.1f} s', flush=True)

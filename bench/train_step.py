@@ -46,12 +46,7 @@ def define_flags():
   flags.DEFINE_integer('batch', 0, 'Pairs per step; 0 = config.train.batch_size.')
   flags.DEFINE_integer('iters', 10, 'Timed steps (median reported).')
   flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
-  flags.DEFINE_integer('peak_size', 2048, 'Side of the square matrices of the peak test.')
-  flags.DEFINE_integer('threads', 0, 'Threads for PyTorch; 0 = os.cpu_count(), as XLA uses.')
-  flags.DEFINE_string('torch_device', 'auto', "PyTorch device: 'auto' (cuda if available), 'cpu', "
-                      "'cuda'.")
-  flags.DEFINE_enum('precision', None, common.PRECISIONS, 'float32 matmul/conv mode of both '
-                    'frameworks; unset = their defaults.')
+  common.define_framework_flags()
 
 
 def random_batch(config, batch, seed=0):
@@ -200,13 +195,9 @@ def measure(config, batch_size, iters, warmup, device='cpu'):
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  threads = flags.FLAGS.threads or os.cpu_count()
-  torch.set_num_threads(threads)
   batch = flags.FLAGS.batch or config.train.batch_size
   config.train.batch_size = batch
-  if flags.FLAGS.precision:
-    common.set_matmul_precision(flags.FLAGS.precision)
-  device = common.torch_device(flags.FLAGS.torch_device)
+  threads, device = common.setup_frameworks(flags.FLAGS)
   result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup, device)
   peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
   gflops = result['step_flops'] / (result['jax_ms'] * 1e-3) / 1e9

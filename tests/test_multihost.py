@@ -14,6 +14,7 @@ import pytest
 from tests.test_checkpoints import TRAIN, read_metrics, train_run
 from tests.test_checkpoints import synthetic_root  # noqa: F401  (pytest fixture)
 from tests.test_coa_sharded import COMPILATION_CACHE, FAST_COMPILE, ROOT
+from tests.test_train import tiny_config
 
 
 def _free_port():
@@ -66,7 +67,7 @@ def check_two_processes_match_one(tmp_path, data, real_model):
   two, one = read_metrics(tmp_path / 'two'), read_metrics(tmp_path / 'one')
   assert [m['step'] for m in two] == [1, 2, 3]
   np.testing.assert_allclose([m['loss'] for m in two], [m['loss'] for m in one], rtol=1e-6)
-  assert_adamw_params_match(tmp_path / 'two', tmp_path / 'one', lr=1e-3)
+  assert_adamw_params_match(tmp_path / 'two', tmp_path / 'one', lr=tiny_config().train.lr)
 
 
 def assert_adamw_params_match(workdir, reference, lr):
