@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
+# JAX's persistent compilation cache for the tests and the demo (cost_jax/compilation_cache.py).
+export COST_JAX_COMPILATION_CACHE ?= $(abspath $(VENV))/xla_cache
 
 .PHONY: demo test test-all env test-env clean-venv
 

@@ -188,6 +188,8 @@ def run(workdir, steps=None, minutes=0.0, train_videos=60, test_videos=20, seed=
 def main(argv):
   del argv
   f = flags.FLAGS
+  from cost_jax import compilation_cache
+  compilation_cache.enable()
   run(f.workdir, f.steps, f.minutes, f.train_videos, f.test_videos, f.seed, f.slots, f.progress)
 
 

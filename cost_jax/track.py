@@ -18,6 +18,7 @@ from ml_collections import config_flags
 import tqdm
 
 from cost_jax import checkpoints
+from cost_jax import compilation_cache
 from cost_jax import tracker
 from cost_jax.evaluation import results_io
 from input_pipeline import readers
@@ -73,6 +74,7 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
+  compilation_cache.enable()
   config = f.config
   root = f.data_dir or readers.dataset_root(config, f.dataset)
   sequences = readers.load_dataset(f.dataset, root, split=f.split)

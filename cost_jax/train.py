@@ -316,6 +316,8 @@ def main(argv):
   from cost_jax import distributed
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address or None, f.num_processes, f.process_id)
+  from cost_jax import compilation_cache
+  compilation_cache.enable()
   train_and_evaluate(f.config, f.workdir)
 
 

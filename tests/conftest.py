@@ -1,4 +1,6 @@
-"""Shared test set-up: the `heavy` marker, and no GPU/TPU probing on CPU machines."""
+"""Shared test set-up: the `heavy` marker, no GPU/TPU probing on CPU machines, and JAX's persistent
+compilation cache (COST_JAX_COMPILATION_CACHE, which `make test` points into .venv; subprocesses
+inherit it), so tests that compile the same program share one compilation."""
 
 import os
 
@@ -8,6 +10,10 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 import pytest
+
+from cost_jax import compilation_cache
+
+compilation_cache.enable()
 
 try:  # triton (torch.compile's compiler, in the test extras) segfaults when it is first imported
   import triton  # noqa: F401  after TensorFlow; loading it first lets any test file order work

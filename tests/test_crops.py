@@ -86,12 +86,25 @@ def test_tf_and_jax_crops_agree():
 
 
 def test_crop_jax_vmaps():
+  """vmapped crops equal one-by-one crops.
+
+  The float crop is compared by norm (vmap may fuse the bilinear arithmetic differently, which moves
+  the last bit); the uint8 crop may then differ by one grey level only where the float value sits on
+  a rounding boundary (x.5 within 1e-3), never elsewhere.
+  """
   rng = np.random.default_rng(2)
   frames = rng.integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
   windows = np.array([[10, 10, 20], [16, 12, 30], [0, 5, 12]], np.float32)
-  batched = jax.vmap(lambda f, w: crops.crop_jax(f, w, 8))(frames, windows)
+  batched_float = np.asarray(jax.vmap(lambda f, w: crops.crop_jax_float(f, w, 8))(frames, windows))
+  batched = np.asarray(jax.vmap(lambda f, w: crops.crop_jax(f, w, 8))(frames, windows)).astype(int)
   for i in range(3):
-    np.testing.assert_array_equal(batched[i], crops.crop_jax(frames[i], windows[i], 8))
+    single_float = np.asarray(crops.crop_jax_float(frames[i], windows[i], 8))
+    assert np.linalg.norm(batched_float[i] - single_float) <= 1e-6 * np.linalg.norm(single_float)
+    single = np.asarray(crops.crop_jax(frames[i], windows[i], 8)).astype(int)
+    differ = batched[i] != single
+    assert np.abs(batched[i] - single).max() <= 1
+    on_boundary = np.abs(single_float - np.floor(single_float) - 0.5) <= 1e-3
+    assert np.all(on_boundary[differ]), np.argwhere(differ & ~on_boundary)
 
 
 def _model_cfg(mode, size, grid=20):

@@ -226,23 +226,40 @@ def test_batched_step_equals_one_by_one(setup):
 
 
 def test_batched_trajectories_with_slot_refilling_match_one_by_one(setup):
-  """3 sequences in 2 slots (the third refills the first free slot) vs tracking each alone."""
+  """3 sequences in 2 slots (the third refills the first free slot) vs tracking each alone.
+
+  Each frame of the batched path is compared with one step of the single-sequence Tracker started
+  from the batched path's previous box (the reference path's boxes re-fed), so both see identical
+  inputs at every frame: single steps agree to <= 1e-5 relative (DESIGN §4). Comparing two free-running
+  closed loops instead would measure XLA's rounding, not the bookkeeping: a 1e-5 px difference is fed
+  back through the next crop and grows (seen: 1.4e-3 px after 5 frames on one CPU, 1e-4 on another),
+  and a 17-frame fraction cannot absorb one such frame.
+  """
   results = list(setup['evaluator'].run(setup['sequences']))
   assert [r.sequence.name for r in results] == ['b', 'a', 'c']  # b ends first, c takes its slot
-  agree = total = 0
+  t = setup['tracker']
   for r in results:
     assert r.boxes.shape == (len(r.sequence), 4) and r.times.shape == (len(r.sequence),)
     np.testing.assert_array_equal(r.boxes[0], r.sequence.boxes[0])
-    reference = one_by_one(setup, r.sequence)
-    agree += np.sum(np.abs(r.boxes - reference).max(axis=1) <= 1e-3)
-    total += len(reference)
-  assert agree / total >= 0.99
+    frames = [tracker.load_frame(p) for p in r.sequence.frames]
+    t.initialize(frames[0], r.sequence.boxes[0], r.sequence.sentence)
+    for i in range(1, len(frames)):
+      t.state = dict(t.state, box=np.asarray(r.boxes[i - 1], np.float32))
+      single = t.track(frames[i])['target_bbox']
+      assert relative(r.boxes[i], single) <= 1e-5, (r.sequence.name, i, r.boxes[i], single)
+    assert np.abs(r.boxes[-1] - r.boxes[0]).max() > 1.0  # the path moved: the check is not trivial
 
 
 def test_track_resume_skips_finished_sequences_and_gives_identical_files(setup, tmp_path):
+  """Resuming re-tracks only unfinished sequences, leaves finished files untouched, and writes the
+  same files a straight run wrote. One slot, so a sequence runs through the same compiled program on
+  the same inputs in both runs (with two slots the rerun pairs it with another sequence in another
+  slot, and a closed loop of 1e-5 px rounding differences can change a third decimal)."""
+  evaluator = tracker.BatchedEvaluator(setup['config'], setup['variables'], setup['tokenizer'],
+                                       num_slots=1, model=setup['model'])
   seqs = setup['sequences']
   out = str(tmp_path / 'cost' / 'synthetic')
-  assert track.track_dataset(setup['evaluator'], seqs, out, progress=False) == ['b', 'a', 'c']
+  assert track.track_dataset(evaluator, seqs, out, progress=False) == ['a', 'b', 'c']
   paths = {s.name: track.result_path(out, s) for s in seqs}
   first = {name: open(p).read() for name, p in paths.items()}
   assert len(first['a'].splitlines()) == 7
@@ -250,10 +267,10 @@ def test_track_resume_skips_finished_sequences_and_gives_identical_files(setup, 
   os.remove(paths['b'])  # never finished
   with open(paths['c'], 'w') as f:
     f.write(first['c'].splitlines()[0] + '\n')  # interrupted half-way
-  assert track.track_dataset(setup['evaluator'], seqs, out, progress=False) == ['b', 'c']
+  assert track.track_dataset(evaluator, seqs, out, progress=False) == ['b', 'c']
   assert os.stat(paths['a']).st_mtime_ns == mtime
   assert {name: open(p).read() for name, p in paths.items()} == first
-  assert track.track_dataset(setup['evaluator'], seqs, out, progress=False) == []
+  assert track.track_dataset(evaluator, seqs, out, progress=False) == []
 
 
 @pytest.mark.heavy
