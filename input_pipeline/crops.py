@@ -224,3 +224,16 @@ def token_centers(model_cfg):
     raise ValueError(f'unknown token.mode {mode!r}')
   xs, ys = np.meshgrid(line, line)  # xs varies along columns
   return np.stack([xs.reshape(-1), ys.reshape(-1)], axis=-1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------- no template
+
+def blank_template(size, image_mean):
+  """uint8 [size, size, 3] filled with the normalisation mean (round(255 mean)): 'no template'.
+
+  The model normalises it to about zero. It stands for a missing template: training replaces a share
+  of templates with it (config.data.template_drop) so the sentence alone must find the target, and a
+  sentence-only start searches the first frame with it.
+  """
+  colour = np.round(255.0 * np.asarray(image_mean, np.float64)).astype(np.uint8)
+  return np.broadcast_to(colour, (size, size, 3)).copy()
