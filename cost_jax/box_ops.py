@@ -63,3 +63,24 @@ def generalized_iou(a_xyxy, b_xyxy, eps=1e-7):
                                     jnp.maximum(a[..., 2:], b[..., 2:])], axis=-1))
   enclosing = jnp.maximum(enclosing, eps)
   return inter / jnp.maximum(union, eps) - (enclosing - union) / enclosing
+
+
+def start_box_problem(box, image_wh):
+  """Why (x, y, w, h) px cannot start a track in a W x H frame, or None when it can.
+
+  A start box has four finite numbers, positive width and height, and overlaps the frame (negative
+  x, y are legal: a target partly outside the image). image_wh: (W, H) px.
+  """
+  import math
+  values = [float(v) for v in box] if hasattr(box, '__len__') else []
+  if len(values) != 4:
+    return f'a box is 4 numbers x,y,w,h; got {len(values)}'
+  if not all(math.isfinite(v) for v in values):
+    return f'box {values} is not finite'
+  x, y, w, h = values
+  if w <= 0 or h <= 0:
+    return f'box {values} has zero or negative size'
+  width, height = float(image_wh[0]), float(image_wh[1])
+  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    return f'box {values} lies entirely outside the {width:g} x {height:g} frame'
+  return None
