@@ -24,7 +24,8 @@ def layout(root):
   return 'lasot'
 
 
-def scan(root, split=None, attributes_file=None):
+def scan(root, split=None, attributes_file=None, names=None):
+  """Scan of the split (None or 'all': every sequence); names: only these sequences (None: all)."""
   fmt = layout(root)
   if fmt == 'lasot':
     items = lasot.tree_items(root)
@@ -37,4 +38,4 @@ def scan(root, split=None, attributes_file=None):
     wanted = common.read_name_list(os.path.join(root, f'{split}.txt'))
     by_name = dict(items)
     items = [(n, by_name.get(n, os.path.join(root, n))) for n in wanted]  # absent: 'missing folder'
-  return common.scan_folders(items, build)
+  return common.scan_folders(items, build, names=names)
