@@ -9,11 +9,11 @@ Ground truth is drawn green, the prediction red, the sentence on a strip above t
 paper's third analysis) is laid over the search window of each frame as a heat map. The window is the
 one the tracker used: the search crop around the previous frame's predicted box (from the result file),
 with the template around the first ground-truth box, so the map shows what the tracker looked at.
+A frame that does not load is drawn black, labelled 'unreadable', without a heat map.
 """
 
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cost_jax import cli
 from cost_jax import tracker
 from cost_jax.evaluation import results_io
 from input_pipeline import crops
@@ -59,13 +60,17 @@ class ObjAttention:
     return jax.tree.map(lambda a: a[0], outputs), attention, window
 
   def maps(self, sequence, boxes, load=tracker.load_frame):
-    """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px); None at 0."""
-    first = load(sequence.frames[0])
+    """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px); None at 0
+    and at frames that do not load. tracker.StartError when the first frame does not load."""
+    first = tracker.start_frame(load, sequence.frames[0], sequence.boxes[0])
     ids, mask = self.tokenizer.encode(sequence.sentence)
     grid = self.config.model.token.grid
     result = [None]
     for t in range(1, len(sequence)):
-      frame = load(sequence.frames[t])
+      frame, reason = tracker.try_load(load, sequence.frames[t])
+      if reason:
+        result.append(None)
+        continue
       _, attention, window = self._forward(
           self.variables, first, tracker.image_wh(first), np.asarray(sequence.boxes[0], np.float32),
           frame, tracker.image_wh(frame), np.asarray(boxes[t - 1], np.float32), ids, mask)
@@ -103,7 +108,8 @@ def heat_overlay(frame, attention, window, model_cfg):
 # ---------------------------------------------------------------- drawing
 
 def draw_frame(frame, gt_box, pred_box, sentence, index=None):
-  """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above."""
+  """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above
+  (index: 0-based frame number, printed 1-based before the sentence)."""
   h, w = frame.shape[:2]
   image = Image.new('RGB', (w, h + TEXT_STRIP_PX))
   image.paste(Image.fromarray(frame), (0, TEXT_STRIP_PX))
@@ -119,13 +125,24 @@ def draw_frame(frame, gt_box, pred_box, sentence, index=None):
 
 def render(sequence, boxes, out, attention_maps=None, model_cfg=None, fps=10,
            load=tracker.load_frame):
-  """Write an animated GIF of the sequence to `out`; boxes [N, 4] predictions px."""
-  images = []
-  for t, path in enumerate(sequence.frames):
-    frame = load(path)
-    if attention_maps is not None and attention_maps[t] is not None:
+  """Write an animated GIF of the sequence to `out`; boxes [N, 4] predictions px.
+
+  A frame that does not load is drawn black at the size of the previous one (of the next readable
+  one at the start), labelled 'unreadable'; tracker.StartError when no frame loads.
+  """
+  loaded = [tracker.try_load(load, path) for path in sequence.frames]
+  shapes = [frame.shape for frame, _ in loaded if frame is not None]
+  if not shapes:
+    raise tracker.StartError(f'{sequence.name}: no frame loads (frame 1: {loaded[0][1]})')
+  images, shape = [], shapes[0]
+  for t, (frame, reason) in enumerate(loaded):
+    sentence = sequence.sentence
+    if reason:
+      frame, sentence = np.zeros(shape, np.uint8), f'unreadable frame; {sentence}'
+    elif attention_maps is not None and attention_maps[t] is not None:
       frame = heat_overlay(frame, *attention_maps[t], model_cfg)
-    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sequence.sentence, t))
+    shape = frame.shape
+    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sentence, t))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
   return out
@@ -154,30 +171,38 @@ def define_flags():
 
 def main(argv):
   del argv
-  from input_pipeline import readers
+  from cost_jax import track
   f = flags.FLAGS
-  sequences = readers.load_dataset(f.dataset, f.data_dir, split=f.split)
-  matches = [s for s in sequences if s.name == f.sequence]
-  if not matches:
-    raise app.UsageError(f'no sequence {f.sequence!r} in {f.dataset} at {f.data_dir}')
-  sequence = matches[0]
+  if f.attention and (f.config is None or f.workdir is None):
+    raise cli.UsageError('--attention needs --config and --workdir')
+  sequence, = track.load_sequences(f.config, f.dataset, f.data_dir, f.split, [f.sequence])
   path = results_io.result_path(f.results_dir, f.tracker_name, f.dataset, sequence.name)
-  boxes = read_boxes(path)
+  try:
+    boxes = read_boxes(path)
+  except results_io.SequenceFailure as e:
+    raise cli.UsageError(str(e) if path in str(e) else f'{path}: {e}') from None
+  if len(boxes) != len(sequence):
+    raise cli.UsageError(f'{path}: {len(boxes)} boxes for the {len(sequence)} frames of '
+                         f'{sequence.name}')
   maps = None
   if f.attention:
-    if f.config is None or f.workdir is None:
-      raise app.UsageError('--attention needs --config and --workdir')
-    from cost_jax import checkpoints
     from cost_jax.models import cost
     from input_pipeline import tokenize
-    variables = checkpoints.restore_variables(f.workdir, f.config)
-    maps = ObjAttention(f.config, cost.COST(f.config.model), variables,
-                        tokenize.tokenizer_for(f.config.model)).maps(sequence, boxes)
+    variables = track.restore_variables(f.workdir, f.config)
+    attention = ObjAttention(f.config, cost.COST(f.config.model), variables,
+                             tokenize.tokenizer_for(f.config.model))
+    try:
+      maps = attention.maps(sequence, boxes)
+    except tracker.StartError as e:
+      raise cli.UsageError(f'{sequence.name}: {e}') from None
   out = f.out or path[:-len('.txt')] + '.gif'
-  render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
+  try:
+    render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
+  except tracker.StartError as e:
+    raise cli.UsageError(str(e)) from None
   print(f'wrote {out}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -449,6 +449,19 @@ def _run(*args):
   return run.stdout
 
 
+def usage_error(*args):
+  """Runs `python -m args...`; asserts exit code 2 and one stderr line 'error: ...' (no traceback);
+  returns that line."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, '-m', *args], capture_output=True, text=True, cwd=root,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False, timeout=300)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), run.stderr[-3000:]
+  return lines[0]
+
+
 @pytest.mark.heavy
 def test_command_lines_end_to_end(tmp_path):
   """The docstring commands: track (then resumed), export, the standalone loader, visualize."""
