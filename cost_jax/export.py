@@ -116,14 +116,15 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
+  config = track.loaded_config(f.config)
   unknown = [p for p in f.platforms if p not in PLATFORMS]
   if unknown or not f.platforms:
     raise cli.UsageError(f'--platforms={",".join(f.platforms)}: each must be one of '
                          f'{", ".join(PLATFORMS)}')
   if os.path.exists(f.out) and not os.path.isdir(f.out):
     raise cli.UsageError(f'--out={f.out} is a file, not a folder')
-  variables = track.restore_variables(f.workdir, f.config)
-  out = export_tracker(f.config, variables, f.out, platforms=tuple(f.platforms))
+  variables = track.restore_variables(f.workdir, config)
+  out = export_tracker(config, variables, f.out, platforms=tuple(f.platforms))
   print(f'exported initialize and track for {", ".join(f.platforms)} to {out}')
 
 

@@ -119,6 +119,13 @@ def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=Tru
   return done
 
 
+def loaded_config(config):
+  """The --config flag's value, read now: ml_collections defers a config file's load error to the
+  first access, which cli.run then reports in one line before any other check or work."""
+  config.to_dict()
+  return config
+
+
 def restore_variables(workdir, config):
   """checkpoints.restore_variables(workdir, config), or cli.UsageError when workdir holds none."""
   folder = checkpoints.checkpoint_dir(workdir)
@@ -162,7 +169,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   compilation_cache.enable()
-  config = f.config
+  config = loaded_config(f.config)
   sequences = load_sequences(config, f.dataset, f.data_dir, f.split, f.sequences)
   variables = restore_variables(f.workdir, config)
   evaluator = tracker.BatchedEvaluator(config, variables, tokenize.tokenizer_for(config.model),

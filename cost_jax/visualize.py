@@ -175,7 +175,8 @@ def main(argv):
   f = flags.FLAGS
   if f.attention and (f.config is None or f.workdir is None):
     raise cli.UsageError('--attention needs --config and --workdir')
-  sequence, = track.load_sequences(f.config, f.dataset, f.data_dir, f.split, [f.sequence])
+  config = track.loaded_config(f.config) if f.config is not None else None
+  sequence, = track.load_sequences(config, f.dataset, f.data_dir, f.split, [f.sequence])
   path = results_io.result_path(f.results_dir, f.tracker_name, f.dataset, sequence.name)
   try:
     boxes = read_boxes(path)
@@ -188,16 +189,16 @@ def main(argv):
   if f.attention:
     from cost_jax.models import cost
     from input_pipeline import tokenize
-    variables = track.restore_variables(f.workdir, f.config)
-    attention = ObjAttention(f.config, cost.COST(f.config.model), variables,
-                             tokenize.tokenizer_for(f.config.model))
+    variables = track.restore_variables(f.workdir, config)
+    attention = ObjAttention(config, cost.COST(config.model), variables,
+                             tokenize.tokenizer_for(config.model))
     try:
       maps = attention.maps(sequence, boxes)
     except tracker.StartError as e:
       raise cli.UsageError(f'{sequence.name}: {e}') from None
   out = f.out or path[:-len('.txt')] + '.gif'
   try:
-    render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
+    render(sequence, boxes, out, maps, config.model if config else None, f.fps)
   except tracker.StartError as e:
     raise cli.UsageError(str(e)) from None
   print(f'wrote {out}')

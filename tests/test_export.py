@@ -110,3 +110,19 @@ def test_command_mistakes_are_one_line_and_exit_2(setup, exported, args, message
   frames = os.path.join(os.path.dirname(setup['sequences'][0].frames[0]), '*.png')
   line = usage_error('cost_jax.export_runtime', f'--dir={exported}', f'--frames={frames}', *args)
   assert message in line
+
+
+@pytest.mark.parametrize('module, args, message', [
+    ('cost_jax.export', ['--config=configs/cost_tiny.py', '--workdir={tmp}/w', '--out={tmp}/o'],
+     'no checkpoint in --workdir={tmp}/w (no step folder in {tmp}/w/checkpoints)'),
+    ('cost_jax.export', ['--config=configs/cost_tiny.py', '--workdir={tmp}/w', '--out={tmp}/o',
+                         '--platforms=cpu,gpu'], '--platforms=cpu,gpu: each must be one of cpu, cuda, tpu'),
+    ('cost_jax.export', ['--config=configs/nope.py', '--workdir={tmp}/w', '--out={tmp}/o'],
+     'could not load the config file'),
+    ('cost_jax.summary', ['--config=configs/nope.py'], 'could not load the config file'),
+    ('cost_jax.summary', [], 'Flag --config must have a value other than None'),
+])
+def test_export_and_summary_mistakes_are_one_line_and_exit_2(tmp_path, module, args, message):
+  from tests.test_tracker import usage_error
+  line = usage_error(module, *(a.format(tmp=tmp_path) for a in args))
+  assert message.format(tmp=tmp_path) in line

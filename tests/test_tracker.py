@@ -398,20 +398,28 @@ def test_rerun_keeps_finished_results_says_so_and_overwrite_tracks_again(setup, 
   assert results_io.read_tracking_report(out) == dict(report, failed=redone.failed)
 
 
+def write_tnl2k(root, specs, first_boxes=None):
+  """A TNL2K-layout tree of write_sequences videos: [(name, (H, W), frames)] -> <root>/<name>/imgs/*.png,
+  groundtruth.txt, language.txt; first_boxes {name: first line of groundtruth.txt} overrides."""
+  for name, size, length in specs:
+    folder = os.path.join(root, name)
+    seq, = write_sequences(folder, [('imgs', size, length, 'a red square')])
+    lines = [','.join(str(int(v)) for v in box) for box in seq.boxes]
+    lines[0] = (first_boxes or {}).get(name, lines[0])
+    with open(os.path.join(folder, 'groundtruth.txt'), 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+    with open(os.path.join(folder, 'language.txt'), 'w') as f:
+      f.write('a red square\n')
+
+
 def test_tnl2k_tree_with_its_damaged_test_frame_tracks_to_completion(setup, tmp_path):
   """The TNL2K reader keeps the release's damaged frame in place; tracking records it and finishes."""
   from cost_jax.evaluation import results_io
   from input_pipeline import readers
   from input_pipeline.readers import tnl2k
   root = str(tmp_path / 'TNL2K')
-  damaged_name, damaged_file = tnl2k.KNOWN_DAMAGED[0].split('/imgs/')
-  for name, (size, length) in ((damaged_name, ((90, 120), 6)), ('test_016_other', ((70, 100), 4))):
-    folder = os.path.join(root, 'test', name)
-    seq, = write_sequences(folder, [('imgs', size, length, 'a red square')])
-    with open(os.path.join(folder, 'groundtruth.txt'), 'w') as f:
-      f.write(''.join(','.join(str(int(v)) for v in box) + '\n' for box in seq.boxes))
-    with open(os.path.join(folder, 'language.txt'), 'w') as f:
-      f.write('a red square\n')
+  damaged_name = tnl2k.KNOWN_DAMAGED[0].split('/imgs/')[0]
+  write_tnl2k(os.path.join(root, 'test'), [(damaged_name, (90, 120), 6), ('test_016_other', (70, 100), 4)])
   damaged = os.path.join(root, 'test', damaged_name, 'imgs', '00000003.png')
   with open(damaged, 'wb') as f:
     f.write(b'\x89PNG\r\n\x1a\n' + bytes(range(256)))  # a PNG signature, then garbage
@@ -460,6 +468,63 @@ def usage_error(*args):
   lines = run.stderr.strip().splitlines()
   assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), run.stderr[-3000:]
   return lines[0]
+
+
+def tiny_workdir(path):
+  """A workdir holding one checkpoint of configs/cost_tiny.py's model with random weights."""
+  from cost_jax import checkpoints
+  saver = checkpoints.Checkpointer(path, async_save=False)
+  saver.save(1, random_variables(cost.COST(cost_tiny.get_config().model)), {'next_step': 1}, -1)
+  saver.close()
+  return path
+
+
+@pytest.fixture(scope='module')
+def tnl2k_tree(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('tnl2k'))
+  write_tnl2k(root, [('nan_box', (70, 100), 3), ('negative', (70, 100), 3)],
+              first_boxes={'nan_box': 'nan,nan,nan,nan', 'negative': '65,48,-13,13'})
+  return root
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--sequences=negative,typo,tpyo'], 'tnl2k: no sequence named typo, tpyo under '),
+    (['--data_dir=/nowhere'], 'tnl2k: data root /nowhere is not a folder'),
+    (['--slots=0'], 'flag --slots=0: 0 is not a positive integer'),
+    (['--dataset=tnl2kk'], "unknown dataset 'tnl2kk'"),
+])
+def test_track_command_mistakes_are_one_line_and_exit_2(tnl2k_tree, tmp_path, args, message):
+  line = usage_error('cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={tmp_path}',
+                     '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={tmp_path}', *args)
+  assert message in line
+
+
+def test_track_command_without_a_checkpoint_is_one_line(tnl2k_tree, tmp_path):
+  line = usage_error('cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={tmp_path}/w',
+                     '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={tmp_path}')
+  assert line == f'error: no checkpoint in --workdir={tmp_path}/w (no step folder in {tmp_path}/w/checkpoints)'
+
+
+def test_track_command_with_no_startable_sequence_names_each_and_exits_2(tnl2k_tree, tmp_path):
+  """NaN and negative-width first boxes: both sequences fail by name, no result file, exit code 2."""
+  import subprocess
+  import sys
+  from cost_jax.evaluation import results_io
+  work, results = tiny_workdir(str(tmp_path / 'work')), str(tmp_path / 'results')
+  run = subprocess.run(
+      [sys.executable, '-m', 'cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={work}',
+       '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={results}'],
+      capture_output=True, text=True, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = os.path.join(results, 'cost', 'tnl2k')
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      'error: none of the 2 sequences could be tracked (listed in '
+      f'{results_io.tracking_report_path(out)})')
+  assert 'nan_box: not tracked: invalid first box: box [nan, nan, nan, nan] is not finite' in run.stderr
+  assert 'FAILED negative: invalid first box: box [65.0, 48.0, -13.0, 13.0] has zero or negative size' in run.stdout
+  assert os.listdir(out) == [results_io.TRACKING_REPORT]
+  assert sorted(results_io.read_tracking_report(out)['failed']) == ['nan_box', 'negative']
 
 
 @pytest.mark.heavy

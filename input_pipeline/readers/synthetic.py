@@ -32,8 +32,8 @@ def scan(root, split=None, attributes_file=None, names=None):
     build = lambda n, f: lasot.build('synthetic', n, f, {})
   else:
     items = vlsot.tree_items(root)
-    names = vlsot.attribute_names(root, attributes_file)
-    build = lambda n, f: vlsot.build('synthetic', n, f, names)
+    attributes = vlsot.attribute_names(root, attributes_file)
+    build = lambda n, f: vlsot.build('synthetic', n, f, attributes)
   if split not in (None, 'all'):
     wanted = common.read_name_list(os.path.join(root, f'{split}.txt'))
     by_name = dict(items)
