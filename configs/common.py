@@ -71,6 +71,7 @@ def base_config():
   m.head = ml_collections.ConfigDict()
   m.head.type = 'dense'  # 'dense' (400 logits + boxes) | 'obj' (one box from [OBJ])
   m.head.cls_hidden = 256
+  m.head.text_score = False  # add heads.TextScore (token . sentence) to the dense logits (a *choice*)
 
   # ---------------------------------------------------------------- crops (DESIGN §2)
   c = config.crop = ml_collections.ConfigDict()

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from cost_jax.models.bert import BertEncoder
 from cost_jax.models.coa import CoA
 from cost_jax.models.fusion import VLTransformer
-from cost_jax.models.heads import DenseHead, ObjHead
+from cost_jax.models.heads import DenseHead, ObjHead, TextScore
 from cost_jax.models.resnet import ResNetTrunk
 from cost_jax.models.token_conv import TokenConv
 from cost_jax.models.visual_transformer import VisualTransformer
@@ -53,6 +53,8 @@ class COST(nn.Module):
     self.vl = VLTransformer(cfg.vl, cfg.text.max_len, cfg.token.grid ** 2, dtype)
     if cfg.head.type == 'dense':
       self.head = DenseHead(cfg.head.cls_hidden, dtype)
+      if cfg.head.get('text_score', False):
+        self.text_score = TextScore(cfg.head.cls_hidden, dtype)
     elif cfg.head.type == 'obj':
       self.head = ObjHead(dtype)
     else:
@@ -84,7 +86,10 @@ class COST(nn.Module):
     """-> (head outputs, fused tokens [B, 1+L+V, d], the VL transformer's attention dict or None)."""
     fused, attention = self.vl(text_tokens, text_mask, visual, deterministic, return_attention)
     if self.cfg.head.type == 'dense':
-      outputs = self.head(fused[:, 1 + text_tokens.shape[1]:])
+      visual_out = fused[:, 1 + text_tokens.shape[1]:]
+      outputs = self.head(visual_out)
+      if self.cfg.head.get('text_score', False):
+        outputs['logits'] = outputs['logits'] + self.text_score(visual_out, text_tokens, text_mask)
     else:
       outputs = self.head(fused[:, 0])
     return outputs, fused, attention

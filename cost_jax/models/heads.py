@@ -33,6 +33,28 @@ class DenseHead(nn.Module):
     return {'logits': logits, 'boxes': BoxHead(self.dtype, name='regressor')(visual)}
 
 
+class TextScore(nn.Module):
+  """A direct sentence term for the dense classifier (head.text_score; a *choice*, not in the paper).
+
+  (visual tokens [B, V, d], text tokens [B, L, d], text_mask [B, L]) -> [B, V] float32 logits:
+  scale * cos(Dense(visual token), Dense(masked mean of the text tokens)), scale learned (init 1).
+  The VL transformer can carry the sentence into the tokens only through attention; this bilinear
+  path lets the detection loss tie words to what a token shows (its colour, its shape) directly.
+  """
+  dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, visual, text, text_mask):
+    m = text_mask.astype(jnp.float32)[..., None]
+    sentence = (text.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    v = unit(nn.Dense(self.dim, dtype=self.dtype, name='visual')(visual).astype(jnp.float32))
+    t = unit(nn.Dense(self.dim, dtype=self.dtype, name='text')(sentence).astype(jnp.float32))
+    scale = self.param('scale', nn.initializers.ones, (), jnp.float32)
+    return scale * jnp.einsum('bvc,bc->bv', v, t)
+
+
 class ObjHead(nn.Module):
   """[OBJ] output [B, d] -> {'boxes': [B, 1, 4]} (float32)."""
   dtype: Any = jnp.float32
