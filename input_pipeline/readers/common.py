@@ -125,8 +125,13 @@ def _frame_number(name):
   return int(digits[-1]) if digits else -1
 
 
+def sort_frames(paths):
+  """Frame paths ordered as the readers order them: by the last number in the file name, then by name."""
+  return sorted(paths, key=lambda p: (_frame_number(os.path.basename(p)), os.path.basename(p), p))
+
+
 def list_frames(folder, any_suffix=False):
-  """Frame files in `folder`, sorted by the last number in their names.
+  """Frame files in `folder`, sorted by the last number in their names (`sort_frames`).
 
   any_suffix: also keep numbered files whose suffix is not an image one (e.g. TNL2K's damaged
   frame), so they stay in place as frames and fail at decode, where they are counted.
@@ -139,8 +144,7 @@ def list_frames(folder, any_suffix=False):
     image = name.lower().endswith(IMAGE_EXTENSIONS)
     if image or (any_suffix and _frame_number(name) >= 0 and not name.lower().endswith('.txt')):
       names.append(name)
-  names.sort(key=lambda n: (_frame_number(n), n))
-  return [os.path.join(folder, n) for n in names]
+  return sort_frames(os.path.join(folder, n) for n in names)
 
 
 def numbered_frames(folder, numbers, digits, ext, exact=True):
