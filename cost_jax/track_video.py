@@ -229,7 +229,7 @@ def example_commands(video, sentence, box, workdir, out, config='configs/cost_ti
   common = (f'python -m cost_jax.track_video --video={shlex.quote(video)} '
             f'--sentence={shlex.quote(sentence)}')
   tail = f'--config={config} --workdir={shlex.quote(workdir)}'
-  box_arg = ','.join(f'{float(v):g}' for v in box)
+  box_arg = ','.join(format(float(v), '.10g') for v in box)
   return [f'{common} --box={box_arg} {tail} --out={shlex.quote(out)}',
           f'{common} {tail} --out={shlex.quote(out + "_sentence")}']
 
