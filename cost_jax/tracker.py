@@ -270,6 +270,8 @@ class BatchedEvaluator:
       raise ValueError(f"init={init!r}: expected 'box' or 'sentence'")
     self._grounder = None
     if init == 'sentence':
+      if not use_language:
+        raise ValueError("init='sentence' needs the sentence (use_language=False)")
       from cost_jax import grounding
       self._grounder = grounding.Grounder(self.fns, variables, tokenizer)
 

@@ -449,6 +449,34 @@ def test_batched_sentence_start_uses_the_grounded_box(files, tmp_path):
     track.check_sentences(sequences, no_language=True)
 
 
+def test_track_command_init_sentence(files, tmp_path):
+  """`cost_jax.track --init=sentence`: its own result folder, frame 1 = the grounded box, and the
+  frame-1 report computed from the files; --no_language with it is refused (exit 2, one line)."""
+  from input_pipeline import synthetic
+  data, results = str(tmp_path / 'data'), str(tmp_path / 'results')
+  synthetic.generate(data, 'vlsot', videos=2, seed=3, verbose=False, min_frames=4, max_frames=5)
+  common = ['cost_jax.track', f'--config={files["config"]}', f'--workdir={files["work"]}',
+            '--dataset=synthetic', f'--data_dir={data}', '--split=all', f'--results_dir={results}',
+            '--init=sentence']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  run = subprocess.run([sys.executable, '-m', *common, '--config.track.batch_slots=2'],
+                       capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  out = os.path.join(results, 'cost_sentence', 'synthetic')
+  from input_pipeline import readers
+  sequences = readers.load_dataset('synthetic', data, split='all')
+  starts = [result_rows(track.result_path(out, s))[0] for s in sequences]
+  for s, start in zip(sequences, starts):
+    assert result_rows(track.result_path(out, s)).shape == (len(s), 4)
+    assert np.abs(start - s.boxes[0]).max() > 1e-3  # not the ground truth
+  report = grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in sequences], starts))
+  assert report in run.stdout
+  refused = subprocess.run([sys.executable, '-m', *common, '--no_language'], capture_output=True,
+                           text=True, cwd=ROOT, env=env, check=False)
+  lines = [line for line in refused.stderr.splitlines() if line.strip()]
+  assert refused.returncode == 2 and len(lines) == 1 and 'no_language' in lines[0], refused.stderr
+
+
 # ---------------------------------------------------------------- the trained demo (heavy)
 
 DEMO_BUDGET = {'steps': 600, 'train_videos': 60, 'test_videos': 8}  # the calibrated demo, 8 test videos
