@@ -127,6 +127,10 @@ def base_config():
   t.log_every = 10
   t.checkpoint_every = 200
   t.keep_checkpoints = 3
+  # Language (DESIGN §6): a share of templates replaced by the blank template, so the sentence alone
+  # must find the target (train.language_inputs); empty_sentences trains without language (ablation).
+  t.template_drop = 0.0
+  t.empty_sentences = False
   t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
   t.optimizer = 'adamw'  # 'adamw' | 'sgd' (plain SGD: sharding-parity tests)
   t.max_minutes = 0.0  # > 0: save and stop after this much training time (rerun to continue)

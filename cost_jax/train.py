@@ -180,9 +180,34 @@ def frozen_text(params, train_cfg):
   return {**params, 'text_encoder': jax.lax.stop_gradient(params['text_encoder'])}
 
 
-def train_step(state, batch, *, model, tx, config, token_centers, coa_fn):
-  """One update on a global batch -> (new state, metrics). Dropout key = fold_in(seed, step)."""
+def language_inputs(batch, rng, train_cfg, blank_template, empty_text):
+  """The batch as the step trains on it: templates dropped, sentences emptied (config.train).
+
+  template_drop: each example's template is replaced by the blank template
+  (input_pipeline.crops.blank_template) with this probability, so the sentence alone must find the
+  target in the search crop (and a sentence-only start has a model to run). empty_sentences: every
+  sentence is replaced by the empty one ([CLS] [SEP]): the trained-without-language ablation.
+  blank_template: uint8 [Ht, Ht, 3]; empty_text: (ids, mask) int32 [L]. rng: a key for this step.
+  """
+  batch = dict(batch)
+  if train_cfg.template_drop > 0:
+    drop = jax.random.bernoulli(rng, train_cfg.template_drop, batch['template'].shape[:1])
+    batch['template'] = jnp.where(drop[:, None, None, None], jnp.asarray(blank_template),
+                                  batch['template'])
+  if train_cfg.empty_sentences:
+    for key, value in zip(('text_ids', 'text_mask'), empty_text):
+      batch[key] = jnp.broadcast_to(jnp.asarray(value), batch[key].shape)
+    batch['text_key'] = jnp.zeros_like(batch['text_key'])  # one sentence: all CoA positives
+  return batch
+
+
+def train_step(state, batch, *, model, tx, config, token_centers, coa_fn, blank_template=None,
+               empty_text=None):
+  """One update on a global batch -> (new state, metrics). Dropout key = fold_in(seed, step);
+  template dropout's key = fold_in of that key (see language_inputs)."""
   dropout_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
+  batch = language_inputs(batch, jax.random.fold_in(dropout_rng, 1), config.train, blank_template,
+                          empty_text)
   loss_fn = lambda p: compute_losses(frozen_text(p, config.train), state.batch_stats, batch,
                                      dropout_rng, model=model, config=config,
                                      token_centers=token_centers, coa_fn=coa_fn)
@@ -207,10 +232,15 @@ def train_step(state, batch, *, model, tx, config, token_centers, coa_fn):
 def make_train_step(config, model, tx, mesh, state_shardings):
   """train_step jitted on `mesh`, state donated: (state, global batch) -> (state, metrics)."""
   from input_pipeline import crops
-  centers = np.asarray(crops.token_centers(config.model), np.float32) / config.model.search_size
+  from input_pipeline import tokenize
+  m = config.model
+  centers = np.asarray(crops.token_centers(m), np.float32) / m.search_size
+  blank = crops.blank_template(m.template_size, m.image_mean)
+  empty = tokenize.tokenizer_for(m).encode('') if config.train.empty_sentences else None
   step = lambda state, batch: train_step(
       state, batch, model=model, tx=tx, config=config, token_centers=jnp.asarray(centers),
-      coa_fn=losses.coa_loss_sharded(mesh, tuple(config.mesh.axes)))
+      coa_fn=losses.coa_loss_sharded(mesh, tuple(config.mesh.axes)), blank_template=blank,
+      empty_text=empty)
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, config.mesh)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 

@@ -9,6 +9,10 @@ Ground truth is drawn green, the prediction red, the sentence on a strip above t
 paper's third analysis) is laid over the search window of each frame as a heat map. The window is the
 one the tracker used: the search crop around the previous frame's predicted box (from the result file),
 with the template around the first ground-truth box, so the map shows what the tracker looked at.
+A second strip line says how the attention splits between the sentence and the image: the share of
+[OBJ]'s attention on the text tokens and on the visual tokens, the word it attends to most, and the
+share that the visual tokens (what the dense head reads) give to the text; the means over the
+sequence are printed and written to <out>.attention.json.
 """
 
 import os
@@ -34,8 +38,24 @@ HEAT_ALPHA = 0.45  # opacity of the attention heat map at its maximum
 
 # ---------------------------------------------------------------- [OBJ] attention
 
+def attention_split(obj_row, visual_row, text_mask):
+  """How the last VL layer's attention divides between sentence and image, for one example.
+
+  obj_row, visual_row: [heads, 1+L+V] attention rows of [OBJ] and the mean of the visual queries;
+  text_mask: [L]. Returns {'obj_text', 'obj_visual', 'obj_self', 'visual_text'} (fractions summing,
+  for [OBJ], to 1 with obj_self) and 'obj_words' [L] ([OBJ]'s attention on each text token).
+  """
+  obj = jnp.mean(obj_row, axis=0)
+  visual = jnp.mean(visual_row, axis=0)
+  length = text_mask.shape[0]
+  words = obj[1:1 + length] * text_mask
+  return {'obj_text': jnp.sum(words), 'obj_visual': jnp.sum(obj[1 + length:]), 'obj_self': obj[0],
+          'visual_text': jnp.sum(visual[1:1 + length] * text_mask), 'obj_words': words}
+
+
 class ObjAttention:
-  """[OBJ]'s attention over the visual tokens on the tracker's own crops (full forward pass)."""
+  """[OBJ]'s attention over the visual tokens on the tracker's own crops (full forward pass), and
+  how the attention divides between the sentence and the image (attention_split)."""
 
   def __init__(self, config, model, variables, tokenizer):
     self.config = config
@@ -46,7 +66,7 @@ class ObjAttention:
 
   def _forward_fn(self, variables, first, first_wh, first_box, frame, frame_wh, previous_box,
                   text_ids, text_mask):
-    """-> (head outputs of one slot, attention [grid^2] mean over heads, search window [3])."""
+    """-> (head outputs of one slot, attention [grid^2] mean over heads, search window [3], split)."""
     c, m = self.config.crop, self.config.model
     template, _ = self.fns.crop(first, first_wh, first_box, c.template_factor,
                                 c.template_min_side_px, m.template_size)
@@ -56,22 +76,43 @@ class ObjAttention:
                                     text_mask[None], train=False, return_attention=True)
     tokens = m.token.grid ** 2
     attention = jnp.mean(inter['obj_attention'][0], axis=0)[-tokens:]  # [OBJ; text; visual] order
-    return jax.tree.map(lambda a: a[0], outputs), attention, window
+    split = attention_split(inter['obj_attention'][0], inter['visual_attention'][0], text_mask)
+    return jax.tree.map(lambda a: a[0], outputs), attention, window, split
 
   def maps(self, sequence, boxes, load=tracker.load_frame):
-    """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px); None at 0."""
+    """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px, split
+    (attention_split as floats, 'top_word': (wordpiece, share))); None at frame 0."""
     first = load(sequence.frames[0])
     ids, mask = self.tokenizer.encode(sequence.sentence)
+    pieces = self.tokenizer.tokens(ids)
     grid = self.config.model.token.grid
     result = [None]
     for t in range(1, len(sequence)):
       frame = load(sequence.frames[t])
-      _, attention, window = self._forward(
+      _, attention, window, split = self._forward(
           self.variables, first, tracker.image_wh(first), np.asarray(sequence.boxes[0], np.float32),
           frame, tracker.image_wh(frame), np.asarray(boxes[t - 1], np.float32), ids, mask)
       attention = np.asarray(attention).reshape(grid, grid)
-      result.append((attention / max(attention.max(), 1e-12), np.asarray(window)))
+      words = np.asarray(split.pop('obj_words'))
+      split = {k: float(v) for k, v in split.items()}
+      best = int(np.argmax(words))
+      split['top_word'] = (pieces[best], float(words[best]))
+      result.append((attention / max(attention.max(), 1e-12), np.asarray(window), split))
     return result
+
+
+def split_note(split):
+  """One strip line from a maps() split: '[OBJ] text 12% image 85% (most: green 5%) | tokens text 3%'."""
+  word, share = split['top_word']
+  return (f"[OBJ] text {100 * split['obj_text']:.0f}% image {100 * split['obj_visual']:.0f}% "
+          f"(most: {word} {100 * share:.0f}%) | tokens text {100 * split['visual_text']:.0f}%")
+
+
+def mean_split(attention_maps):
+  """Means over the frames of maps()' splits: {'obj_text', 'obj_visual', 'obj_self', 'visual_text'}."""
+  splits = [m[2] for m in attention_maps if m is not None]
+  return {k: float(np.mean([s[k] for s in splits])) for k in ('obj_text', 'obj_visual', 'obj_self',
+                                                              'visual_text')}
 
 
 def heat_overlay(frame, attention, window, model_cfg):
@@ -102,18 +143,23 @@ def heat_overlay(frame, attention, window, model_cfg):
 
 # ---------------------------------------------------------------- drawing
 
-def draw_frame(frame, gt_box, pred_box, sentence, index=None):
-  """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above."""
+def draw_frame(frame, gt_box, pred_box, sentence, index=None, note=None):
+  """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above
+  (and `note` on a second strip line when given)."""
   h, w = frame.shape[:2]
-  image = Image.new('RGB', (w, h + TEXT_STRIP_PX))
-  image.paste(Image.fromarray(frame), (0, TEXT_STRIP_PX))
+  strip = TEXT_STRIP_PX * (2 if note else 1)
+  image = Image.new('RGB', (w, h + strip))
+  image.paste(Image.fromarray(frame), (0, strip))
   draw = ImageDraw.Draw(image)
   for box, colour in ((gt_box, GT_COLOUR), (pred_box, PRED_COLOUR)):
     if box is not None and np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
       x, y, bw, bh = (float(v) for v in box)
-      draw.rectangle([x, y + TEXT_STRIP_PX, x + bw - 1, y + bh - 1 + TEXT_STRIP_PX], outline=colour)
+      draw.rectangle([x, y + strip, x + bw - 1, y + bh - 1 + strip], outline=colour)
   label = sentence if index is None else f'#{index + 1} {sentence}'
-  draw.text((2, 3), label, fill=(255, 255, 255), font=ImageFont.load_default())
+  font = ImageFont.load_default()
+  draw.text((2, 3), label, fill=(255, 255, 255), font=font)
+  if note:
+    draw.text((2, 3 + TEXT_STRIP_PX), note, fill=(255, 220, 120), font=font)
   return image
 
 
@@ -123,9 +169,14 @@ def render(sequence, boxes, out, attention_maps=None, model_cfg=None, fps=10,
   images = []
   for t, path in enumerate(sequence.frames):
     frame = load(path)
-    if attention_maps is not None and attention_maps[t] is not None:
-      frame = heat_overlay(frame, *attention_maps[t], model_cfg)
-    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sequence.sentence, t))
+    note = None
+    if attention_maps is not None:
+      note = ' '  # every frame gets the second line, so the GIF's size does not change
+      if attention_maps[t] is not None:
+        attention, window, split = attention_maps[t]
+        frame = heat_overlay(frame, attention, window, model_cfg)
+        note = split_note(split)
+    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sequence.sentence, t, note))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
   return out
@@ -176,6 +227,15 @@ def main(argv):
   out = f.out or path[:-len('.txt')] + '.gif'
   render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
   print(f'wrote {out}')
+  if maps is not None:
+    import json
+    means = mean_split(maps)
+    with open(out + '.attention.json', 'w') as fh:
+      json.dump({'sequence': sequence.name, 'sentence': sequence.sentence, 'mean': means,
+                 'frames': [m[2] if m is not None else None for m in maps]}, fh, indent=1)
+    print(f"attention of the last VL layer, mean over {len(maps) - 1} frames: [OBJ] on the sentence "
+          f"{100 * means['obj_text']:.1f}%, on the image {100 * means['obj_visual']:.1f}%; visual "
+          f"tokens on the sentence {100 * means['visual_text']:.1f}%")
 
 
 if __name__ == '__main__':

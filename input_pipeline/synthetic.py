@@ -19,10 +19,26 @@ Hard cases, each marked in the annotation files:
   * out of view: the target leaves through a border and comes back; frames with < 25% of its box inside
     the image are out of view (LaSOT out_of_view.txt; VL-SOT absent.txt, box 0,0,0,0). A partly visible
     target is annotated with the part of its box inside the image;
-  * twins (`twin_fraction`, default 0.3): an identical-looking distractor next to the target in frame 1
-    (inside the search window, 1.6-3 target sizes away). Kind 'position': the twin keeps its side ("red
-    circle to the left of an identical circle, moving up"); kind 'motion': the twin moves the opposite
-    way ("red circle moving left, not the identical one moving right").
+  * twins (`twin_fraction`, default 0.3): language-critical videos. An identical-looking distractor
+    (same colour, shape and size) is next to the target in frame 1, so the first-frame template cannot
+    tell them apart, and the sentence names the cue that does. The cue decides the kind
+    (`twin_kinds`, default position 0.4, colour_change 0.4, motion 0.2):
+      - 'position': the twin moves in formation with the target, beside it across the direction of
+        motion (1.3-2.2 target sizes between centres), and the sentence names the side ("red circle
+        above an identical circle, moving left");
+      - 'colour_change': the same formation; the target changes colour once, the twin keeps the
+        original ("red circle that turns green, not the identical circle beside it");
+      - 'motion': the twin starts behind the target and moves the opposite way ("red circle moving
+        left, not the identical one moving right").
+    Position and colour change are visible in a single frame pair (what COST's step sees); the
+    direction of motion is not (blur is symmetric), so 'motion' measures what a tracker without memory
+    cannot read. In position and colour-change videos an occluder hides the target, and not the twin,
+    for a few frames in the middle (`twin_occlusion`, default 1.0); a colour change happens while the
+    target is hidden (in the middle of the video without an occluder). There a tracker that follows
+    appearance alone is drawn to the twin, which still matches the template, and only the sentence
+    says which one to come back to. All twins: attributes similar_object = language_ambiguity = 1;
+    the cue is in generator_report.json ('cue'), which the synthetic reader turns into the attributes
+    cue_position / cue_colour_change / cue_motion.
 
 Layouts (parsed by input_pipeline.readers):
   lasot: <out>/<shape>/<shape>-<n>/img/00000001.jpg, groundtruth.txt, full_occlusion.txt,
@@ -62,6 +78,8 @@ SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
 DIRECTIONS = {'left': (-1.0, 0.0), 'right': (1.0, 0.0), 'up': (0.0, -1.0), 'down': (0.0, 1.0)}
 OPPOSITE = {'left': 'right', 'right': 'left', 'up': 'down', 'down': 'up'}
 RELATIONS = {'left': 'to the left of', 'right': 'to the right of', 'up': 'above', 'down': 'below'}
+TWIN_KINDS = ('position', 'colour_change', 'motion')  # the cue that tells target and twin apart
+CUE_ATTRIBUTES = {kind: f'cue_{kind}' for kind in TWIN_KINDS}  # added by the synthetic reader
 
 # The 17 values of the synthetic VL-SOT attributes.txt, in file order (0/1 each).
 ATTRIBUTE_NAMES = (
@@ -85,12 +103,16 @@ class Options:
   max_size: float = 22.0
   fast_fraction: float = 0.1
   twin_fraction: float = 0.3
+  twin_kinds: tuple = (('position', 0.4), ('colour_change', 0.4), ('motion', 0.2))
+  twin_occlusion: float = 1.0  # share of position / colour-change twins whose target is hidden a while
+  twin_gap: tuple = (1.3, 2.2)  # target sizes between the centres of a formation twin and the target
   occlusion_fraction: float = 0.15
   out_of_view_fraction: float = 0.1
   clutter_objects: int = 2  # at most, other-coloured shapes
   camera_speed: float = 1.5  # px per frame, at most
   test_fraction: float = 0.2
   jpeg_quality: int = 95
+  name_prefix: str = 'synth'  # vlsot layout: video i is <name_prefix>_<i:04d>
 
 
 @dataclasses.dataclass
@@ -100,7 +122,8 @@ class Video:
   frames: list of uint8 [H, W, 3]; boxes: [N, 4] true (x, y, w, h) px, also off-image;
   annotation: [N, 4] as written (clipped to the image; 0,0,0,0 when invisible); visible, occluded,
   out_of_view: [N] bool; clean: [N] bool, target fully inside the image and overlapped by nothing;
-  twin_boxes: [N, 4] true boxes of the identical distractor (None without one).
+  twin_boxes: [N, 4] true boxes of the identical distractor (None without one); target_colours: [N]
+  the target's colour name per frame (changes once in 'colour_change' videos).
   """
   index: int
   name: str
@@ -116,9 +139,10 @@ class Video:
   out_of_view: np.ndarray
   clean: np.ndarray
   fast: bool
-  twin: str  # '', 'position' or 'motion'
+  twin: str  # '' or one of TWIN_KINDS
   attributes: dict
   twin_boxes: np.ndarray = None
+  target_colours: list = None
 
 
 # ------------------------------------------------------------------------- drawing
@@ -346,14 +370,15 @@ def camera_path(rng, n, pad, speed):
   return np.round(cam).astype(int)
 
 
-def place_occluder(rng, world_centres, target_wh, velocity, n):
+def place_occluder(rng, world_centres, target_wh, velocity, n, across=(1.6, 2.4)):
   """World box (x, y, w, h) of an opaque occluder centred on the target's world centre at a frame
-  in the middle third, longer along the motion so that it hides the target for a few frames."""
+  in the middle third, longer along the motion so that it hides the target for a few frames.
+  across: its width across the motion, in target sides (drawn uniformly)."""
   t = int(rng.integers(int(0.3 * n), int(0.7 * n) + 1))
   cx, cy = world_centres[t]
   side = max(target_wh)
   along = side * rng.uniform(1.6, 2.4) + np.linalg.norm(velocity) * rng.uniform(3, 8)
-  across = side * rng.uniform(1.6, 2.4)
+  across = side * rng.uniform(*across)
   ow, oh = (along, across) if abs(velocity[0]) >= abs(velocity[1]) else (across, along)
   return np.array([cx - ow / 2, cy - oh / 2, ow, oh])
 
@@ -384,11 +409,11 @@ def annotate(boxes, other_boxes, occluders, frame_wh):
 # ------------------------------------------------------------------------- one video
 
 
-def _video_name(fmt, index, shape, class_counts):
+def _video_name(fmt, index, shape, class_counts, prefix='synth'):
   if fmt == 'lasot':
     class_counts[shape] = class_counts.get(shape, 0) + 1
     return f'{shape}-{class_counts[shape]}'
-  return f'synth_{index:04d}'
+  return f'{prefix}_{index:04d}'
 
 
 def make_video(seed, index, options=Options()):
@@ -413,9 +438,15 @@ def make_video(seed, index, options=Options()):
   fast = bool(rng.random() < o.fast_fraction)
   twin = ''
   if rng.random() < o.twin_fraction:
-    twin = 'position' if rng.random() < 2 / 3 else 'motion'
+    kinds, weights = zip(*o.twin_kinds)
+    twin = str(kinds[int(np.searchsorted(np.cumsum(weights) / sum(weights), rng.random(),
+                                          side='right'))])
+  formation = twin in ('position', 'colour_change')  # the twin moves with the target
   occlusion = bool(rng.random() < o.occlusion_fraction)
+  twin_hidden = formation and bool(rng.random() < o.twin_occlusion)  # target hidden, twin not
   leaves = (not twin) and bool(rng.random() < o.out_of_view_fraction)
+  if twin:
+    fast = False  # a language-critical video tests the sentence, not the search range
   relative = rng.uniform(*(FAST_SPEED if fast else NORMAL_SPEED))
   if leaves:
     relative = max(relative, 0.6)
@@ -424,15 +455,17 @@ def make_video(seed, index, options=Options()):
   velocity = unit * relative * size
 
   # Twin placement: offset of the twin from the target, and the side of the target it names.
-  gap = rng.uniform(1.6, 3.0) * size
-  if twin == 'position':
-    relation = str(rng.choice(list(RELATIONS)))
+  relation = ''
+  if formation:  # beside the target across the motion, so an occluder on the path misses the twin
+    gap = rng.uniform(*o.twin_gap) * max(w0, h0)
+    across = ('up', 'down') if direction in ('left', 'right') else ('left', 'right')
+    relation = str(rng.choice(across))
     twin_offset = -np.array(DIRECTIONS[relation]) * gap  # target is `relation` of the twin
   elif twin == 'motion':
-    twin_offset = -unit * gap  # behind the target: they part at once
+    twin_offset = -unit * rng.uniform(1.6, 3.0) * size  # behind the target: they part at once
   else:
     twin_offset = np.zeros(2)
-  offsets = np.array([[0.0, 0.0], twin_offset]) if twin == 'position' else np.zeros((1, 2))
+  offsets = np.array([[0.0, 0.0], twin_offset]) if formation else np.zeros((1, 2))
   spread = np.minimum(np.abs(twin_offset) + np.array([w0, h0]) * 1.2, np.array([width, height]) / 2)
   start = np.array([rng.uniform(spread[0], width - spread[0]),
                     rng.uniform(spread[1], height - spread[1])])
@@ -441,30 +474,45 @@ def make_video(seed, index, options=Options()):
   paths = simulate_group(rng, n, start, velocity, offsets, size_fn, (width, height), policy)
   sizes = np.stack([size_fn(t) for t in range(n)])
   boxes = np.concatenate([paths[:, 0] - sizes / 2, sizes], axis=1)
-  objects = []  # (shape, colour, boxes [n, 4]), drawn below the target; the twin first
-  if twin == 'position':
-    objects.append((shape, colour, np.concatenate([paths[:, 1] - sizes / 2, sizes], axis=1)))
+  # (shape, colour, boxes [n, 4]) drawn below the target: clutter, then the twin (never hidden by clutter)
+  objects = clutter_objects(rng, n, colour, o)
+  twin_boxes = None
+  if formation:
+    twin_boxes = np.concatenate([paths[:, 1] - sizes / 2, sizes], axis=1)
   elif twin == 'motion':
     twin_path = simulate_group(rng, n, start + twin_offset, -velocity, np.zeros((1, 2)), size_fn,
                                (width, height), lambda t, e: 'bounce')[:, 0]
-    objects.append((shape, colour, np.concatenate([twin_path - sizes / 2, sizes], axis=1)))
-  objects += clutter_objects(rng, n, colour, o)
+    twin_boxes = np.concatenate([twin_path - sizes / 2, sizes], axis=1)
+  if twin:
+    objects.append((shape, colour, twin_boxes))
 
   pad = int(math.ceil(o.camera_speed * o.max_frames / 2)) + 4
   texture = background_texture(rng, height + 2 * pad, width + 2 * pad)
   cam = camera_path(rng, n, pad, o.camera_speed)
 
-  occluder_world = (place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n)
-                    if occlusion else None)
+  occluder_world = None
+  if twin_hidden:  # narrow across the motion: covers the target, not the twin beside it
+    occluder_world = place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n, across=(1.15, 1.4))
+  elif occlusion:
+    occluder_world = place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n)
   grey = rng.uniform(70, 170)
   occluder_colour = tuple(int(grey + rng.uniform(-15, 15)) for _ in range(3))
   occluders = ([None] * n if occluder_world is None else
                [occluder_world - np.array([cam[t, 0], cam[t, 1], 0, 0]) for t in range(n)])
   marks = annotate(boxes, [obj[2] for obj in objects], occluders, (width, height))
-  frames = [_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes, occluders[t],
-                    occluder_colour) for t in range(n)]
+  target_colours = [colour] * n
+  if twin == 'colour_change':  # while hidden when an occluder hides it, else half-way
+    hidden = np.flatnonzero(marks['occluded'])
+    change = int(hidden[len(hidden) // 2]) if len(hidden) else n // 2
+    taken = {colour} | {obj[1] for obj in objects}  # the new colour names one object only
+    new_colour = str(rng.choice([c for c in COLOURS if c not in taken]))
+    target_colours = [colour] * change + [new_colour] * (n - change)
+  frames = [_render(texture, cam[t], (width, height), objects, t, shape, target_colours[t], boxes,
+                    occluders[t], occluder_colour) for t in range(n)]
   if twin == 'position':
     sentence = f'{colour} {shape} {RELATIONS[relation]} an identical {shape}, moving {direction}'
+  elif twin == 'colour_change':
+    sentence = f'{colour} {shape} that turns {new_colour}, not the identical {shape} beside it'
   elif twin == 'motion':
     sentence = f'{colour} {shape} moving {direction}, not the identical one moving {OPPOSITE[direction]}'
   else:
@@ -487,11 +535,12 @@ def make_video(seed, index, options=Options()):
       'rotation': 0,
       'viewpoint_change': 0,
       'tiny_object': int(size < 16),
-      'language_ambiguity': 0,
+      'language_ambiguity': int(bool(twin)),
   }
   return Video(index=index, name='', shape=shape, colour=colour, direction=direction,
                sentence=sentence, frames=frames, boxes=boxes, fast=fast, twin=twin,
-               attributes=attributes, twin_boxes=objects[0][2] if twin else None, **marks)
+               attributes=attributes, twin_boxes=twin_boxes,
+               target_colours=target_colours, **marks)
 
 
 def _render(texture, cam, frame_wh, objects, t, shape, colour, boxes, occluder, occluder_colour):
@@ -596,14 +645,14 @@ def generate(out, fmt='lasot', videos=40, seed=0, options=None, verbose=True, **
   made, entries, split = [], [], {'train': [], 'test': []}
   for index in range(videos):
     video = make_video(seed, index, options)
-    name = video.name = _video_name(fmt, index, video.shape, class_counts)
+    name = video.name = _video_name(fmt, index, video.shape, class_counts, options.name_prefix)
     write_video(out, fmt, video, options)
     split['test' if is_test(index, options.test_fraction) else 'train'].append(name)
     speeds = relative_speeds(video.boxes)
     entries.append({
         'name': name, 'frames': len(video.frames), 'sentence': video.sentence,
         'size_px': float(np.sqrt(video.boxes[0, 2] * video.boxes[0, 3])), 'fast': video.fast,
-        'twin': video.twin, 'mean_relative_speed': float(speeds.mean()),
+        'twin': video.twin, 'cue': video.twin, 'mean_relative_speed': float(speeds.mean()),
         'occluded_frames': int(video.occluded.sum()), 'out_of_view_frames': int(video.out_of_view.sum()),
     })
     made.append(video)
@@ -617,6 +666,7 @@ def generate(out, fmt='lasot', videos=40, seed=0, options=None, verbose=True, **
       'format': fmt, 'videos': videos, 'seed': seed, 'options': dataclasses.asdict(options),
       'frames': int(sum(e['frames'] for e in entries)),
       'twin_videos': int(sum(bool(e['twin']) for e in entries)),
+      'twin_kinds': {k: int(sum(e['twin'] == k for e in entries)) for k in TWIN_KINDS},
       'fast_videos': int(sum(e['fast'] for e in entries)),
       'occlusion_videos': int(sum(e['occluded_frames'] > 0 for e in entries)),
       'out_of_view_videos': int(sum(e['out_of_view_frames'] > 0 for e in entries)),
@@ -635,7 +685,9 @@ def summary_text(report):
   lines = [
       f"wrote {report['videos']} {report['format']} videos, {report['frames']} frames, "
       f"in {report['seconds']} s (train {report['split']['train']}, test {report['split']['test']})",
-      f"twins {report['twin_videos']}, fast {report['fast_videos']}, occlusion {report['occlusion_videos']}, "
+      f"twins {report['twin_videos']} ("
+      + ', '.join(f'{k} {v}' for k, v in report['twin_kinds'].items())
+      + f"), fast {report['fast_videos']}, occlusion {report['occlusion_videos']}, "
       f"out of view {report['out_of_view_videos']}",
       f"speed ({s['definition']}): stated fast videos {s['stated']['fast_fraction_of_videos']:.0%} "
       f"~U{s['stated']['fast']}, others ~U{s['stated']['normal']}",

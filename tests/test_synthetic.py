@@ -60,8 +60,8 @@ def test_boxes_lie_on_the_drawn_target():
     video = synthetic.make_video(0, index)
     if video.fast:
       continue  # long blur streaks: the centre is a blend (see the blur test)
-    colour = np.array(synthetic.COLOURS[video.colour])
     for t in np.nonzero(video.clean & video.visible)[0]:
+      colour = np.array(synthetic.COLOURS[video.target_colours[t]])
       x, y, w, h = video.boxes[t]
       pixel = video.frames[t][int(y + h / 2), int(x + w / 2)].astype(int)
       assert np.abs(pixel - colour).max() <= 12, (index, t)
@@ -83,8 +83,8 @@ def test_hard_cases_are_marked():
   for index in range(40):
     video = synthetic.make_video(0, index, dataclasses.replace(SMALL, occlusion_fraction=0.5,
                                                                  out_of_view_fraction=0.5))
-    colour = np.array(synthetic.COLOURS[video.colour])
     for t in np.nonzero(video.occluded)[0]:  # the occluder hides the whole target
+      colour = np.array(synthetic.COLOURS[video.target_colours[t]])
       x, y, w, h = video.boxes[t]
       cx, cy = int(x + w / 2), int(y + h / 2)
       if 0 <= cx < SMALL.width and 0 <= cy < SMALL.height:
@@ -114,16 +114,71 @@ def test_hard_cases_are_marked():
   assert min(found.values()) > 0, found
 
 
+def _centres(boxes):
+  return boxes[:, :2] + boxes[:, 2:] / 2
+
+
+def test_language_critical_twins_need_the_sentence():
+  """Every twin looks like the target in frame 1; the sentence names the cue that tells them apart,
+  and that cue holds: position (the named side in every frame), colour change (the target, not the
+  twin, turns the named colour once, while hidden), motion (they move apart in opposite directions).
+  Position and colour-change targets are hidden a while by an occluder that leaves the twin visible."""
+  options = dataclasses.replace(synthetic.Options(), twin_fraction=1.0, min_frames=40, max_frames=60)
+  seen = {kind: 0 for kind in synthetic.TWIN_KINDS}
+  for index in range(30):
+    video = synthetic.make_video(11, index, options)
+    kind = video.twin
+    seen[kind] += 1
+    assert video.attributes['similar_object'] == video.attributes['language_ambiguity'] == 1
+    assert not video.fast
+    twin = video.twin_boxes
+    np.testing.assert_allclose(twin[0, 2:], video.boxes[0, 2:])  # same size in frame 1
+    gap = np.linalg.norm(_centres(video.boxes)[0] - _centres(twin)[0]) / max(video.boxes[0, 2:])
+    assert 1.2 <= gap <= 3.1 * max(video.boxes[0, 2:]) / min(video.boxes[0, 2:])
+    words = video.sentence.split()
+    assert words[0] == video.colour and video.shape in words and 'identical' in words
+    if kind in ('position', 'colour_change'):
+      assert video.occluded.sum() >= 1, index  # the target is hidden a while ...
+      frames = np.nonzero(video.occluded)[0]
+      twin_colour = np.array(synthetic.COLOURS[video.colour])
+      for t in frames:  # ... while the twin, in its original colour, stays in view
+        cx, cy = _centres(twin)[t].astype(int)
+        if 0 <= cx < options.width and 0 <= cy < options.height:
+          assert np.abs(video.frames[t][cy, cx].astype(int) - twin_colour).max() <= 40, (index, t)
+    if kind == 'position':
+      axis, sign = {'to the left of': (0, -1), 'to the right of': (0, 1), 'above': (1, -1),
+                    'below': (1, 1)}[next(r for r in synthetic.RELATIONS.values() if r in video.sentence)]
+      assert (sign * (_centres(video.boxes)[:, axis] - _centres(twin)[:, axis]) > 0).all()
+      motion_axis = 0 if video.direction in ('left', 'right') else 1
+      assert axis != motion_axis  # beside the path, not on it
+      assert set(video.target_colours) == {video.colour}
+    elif kind == 'colour_change':
+      new = words[words.index('turns') + 1].rstrip(',')
+      assert new != video.colour and new in synthetic.COLOURS
+      change = video.target_colours.index(new)
+      assert video.target_colours == [video.colour] * change + [new] * (len(video.frames) - change)
+      assert video.occluded[change]  # it changes while hidden
+    else:
+      assert f'moving {video.direction}' in video.sentence
+      assert f'moving {synthetic.OPPOSITE[video.direction]}' in video.sentence
+      unit = np.array(synthetic.DIRECTIONS[video.direction])
+      step, twin_step = (np.diff(_centres(b)[:2], axis=0)[0] for b in (video.boxes, twin))
+      # as named at the start (until a border reflects one of them): opposite ways
+      assert step @ unit > 0 or twin_step @ unit < 0, (step, twin_step, video.direction)
+  assert min(seen.values()) >= 3, seen
+
+
 def test_layouts_parse_with_the_readers(tmp_path):
   for fmt, name in (('lasot', 'lasot_ext'), ('vlsot', 'vlsot270')):
     out = str(tmp_path / fmt)
-    report = synthetic.generate(out, fmt, 5, seed=1, options=SMALL, verbose=False)
+    report = synthetic.generate(out, fmt, 5, seed=1, options=dataclasses.replace(SMALL, twin_fraction=0.6),
+                                verbose=False)
     for reader in (name, 'synthetic'):
       sequences = readers.load_dataset(reader, out)
       assert sorted(s.name for s in sequences) == sorted(e['name'] for e in report['sequences'])
     by_name = {s.name: s for s in readers.load_dataset('synthetic', out)}
     for index, entry in enumerate(report['sequences']):
-      video = synthetic.make_video(1, index, SMALL)
+      video = synthetic.make_video(1, index, dataclasses.replace(SMALL, twin_fraction=0.6))
       seq = by_name[entry['name']]
       assert seq.sentence == video.sentence
       np.testing.assert_allclose(seq.boxes, video.annotation, atol=0.005)
@@ -132,7 +187,9 @@ def test_layouts_parse_with_the_readers(tmp_path):
         x, y, w, h = video.boxes[t]
         pixel = np.asarray(Image.open(seq.frames[t]).convert('RGB'))[int(y + h / 2), int(x + w / 2)]
         if not video.fast:
-          assert np.abs(pixel.astype(int) - synthetic.COLOURS[video.colour]).max() <= 40
+          assert np.abs(pixel.astype(int) - synthetic.COLOURS[video.target_colours[t]]).max() <= 40
+      for kind, attribute in synthetic.CUE_ATTRIBUTES.items():  # from generator_report.json
+        assert seq.attributes[attribute] == int(video.twin == kind)
       if fmt == 'vlsot':
         attrs = {k: seq.attributes[k] for k in synthetic.ATTRIBUTE_NAMES}
         assert attrs == video.attributes

@@ -52,7 +52,7 @@ def test_attention_is_computed_on_the_trackers_crops(setup):  # noqa: F811
   frame = tracker.load_frame(seq.frames[1])
   first = tracker.load_frame(seq.frames[0])
   ids, mask = setup['tokenizer'].encode(seq.sentence)
-  outputs, weights, _ = attention._forward(
+  outputs, weights, _, split = attention._forward(
       setup['variables'], first, tracker.image_wh(first), np.float32(seq.boxes[0]), frame,
       tracker.image_wh(frame), np.float32(seq.boxes[0]), ids, mask)
   grid = setup['config'].model.token.grid
@@ -64,3 +64,24 @@ def test_attention_is_computed_on_the_trackers_crops(setup):  # noqa: F811
   assert 0 < float(np.sum(weights)) <= 1 + 1e-5  # a share of [OBJ]'s softmax over all tokens
   maps = attention.maps(seq, np.array(boxes + [boxes[-1]] * (len(seq) - 2)))
   assert maps[0] is None and maps[1][0].shape == (grid, grid) and maps[1][0].max() == 1.0
+  # [OBJ]'s softmax row splits into itself, the sentence and the image; the words are its text part
+  total = float(split['obj_self'] + split['obj_text'] + split['obj_visual'])
+  assert abs(total - 1.0) <= 1e-5 and abs(float(np.sum(weights)) - float(split['obj_visual'])) <= 1e-5
+  assert abs(float(np.sum(split['obj_words'])) - float(split['obj_text'])) <= 1e-6
+  assert np.all(np.asarray(split['obj_words'])[mask == 0] == 0)  # padding gets nothing (masked keys)
+  assert 0 < float(split['visual_text']) < 1
+  word, share = maps[1][2]['top_word']
+  assert word in setup['tokenizer'].tokens(ids) and 0 <= share <= maps[1][2]['obj_text'] + 1e-6
+  assert visualize.mean_split(maps)['obj_text'] == np.mean([m[2]['obj_text'] for m in maps[1:]])
+
+
+def test_attention_note_on_a_second_strip_line():
+  frame = np.zeros((40, 60, 3), np.uint8)
+  split = {'obj_text': 0.12, 'obj_visual': 0.85, 'obj_self': 0.03, 'visual_text': 0.031,
+           'top_word': ('green', 0.05)}
+  note = visualize.split_note(split)
+  assert note == '[OBJ] text 12% image 85% (most: green 5%) | tokens text 3%'
+  image = np.asarray(visualize.draw_frame(frame, None, None, 'a kite', note=note))
+  strip = visualize.TEXT_STRIP_PX
+  assert image.shape == (40 + 2 * strip, 60, 3)
+  assert image[strip:2 * strip].max() > 200 and image[2 * strip:].max() == 0

@@ -81,13 +81,13 @@ class COST(nn.Module):
     return self.token_conv(fused)
 
   def _fuse_and_predict(self, visual, text_tokens, text_mask, deterministic, return_attention):
-    """-> (head outputs, fused tokens [B, 1+L+V, d], [OBJ] attention [B, heads, 1+L+V] or None)."""
-    fused, obj_attention = self.vl(text_tokens, text_mask, visual, deterministic, return_attention)
+    """-> (head outputs, fused tokens [B, 1+L+V, d], the VL transformer's attention dict or None)."""
+    fused, attention = self.vl(text_tokens, text_mask, visual, deterministic, return_attention)
     if self.cfg.head.type == 'dense':
       outputs = self.head(fused[:, 1 + text_tokens.shape[1]:])
     else:
       outputs = self.head(fused[:, 0])
-    return outputs, fused, obj_attention
+    return outputs, fused, attention
 
   def track_step(self, template_cache, text_cache, search):
     """One tracked frame (eval mode): neither the text encoder nor the template trunk runs."""
@@ -101,16 +101,17 @@ class COST(nn.Module):
     template_map = self.encode_template(template)['template_map']
     features, text_tokens = self._text_features(text_ids, text_mask, deterministic)
     visual = self._visual_tokens(template_map, search, deterministic)
-    outputs, fused, obj_attention = self._fuse_and_predict(visual, text_tokens, text_mask,
-                                                           deterministic, return_attention)
+    outputs, fused, attention = self._fuse_and_predict(visual, text_tokens, text_mask,
+                                                       deterministic, return_attention)
     coa_visual, coa_text, logit_scale = self.coa(visual, features, text_mask)
     inter = {
         'visual_tokens': visual, 'text_tokens': text_tokens, 'text_mask': text_mask,
         'coa_visual': coa_visual, 'coa_text': coa_text, 'logit_scale': logit_scale,
         'obj': fused[:, 0].astype(jnp.float32),
     }
-    if return_attention:
-      inter['obj_attention'] = obj_attention
+    if return_attention:  # last VL layer, [B, heads, 1+L+V] rows: [OBJ]'s, and the visual queries' mean
+      inter['obj_attention'] = attention['obj']
+      inter['visual_attention'] = attention['visual']
     return outputs, inter
 
 

@@ -39,7 +39,9 @@ class VLTransformer(nn.Module):
 
   `cfg` is config.model.vl; `max_len` = config.model.text.max_len (L <= max_len; a shorter L uses
   the first 1+L text rows of the position embedding); `num_visual` = grid^2. The returned
-  attention is the [OBJ] query's row of the last layer, [B, heads, 1+L+V], when asked, else None.
+  attention, when asked (else None), is the last layer's {'obj': the [OBJ] query's row
+  [B, heads, 1+L+V], 'visual': the mean row of the V visual queries [B, heads, 1+L+V]} (the dense
+  head reads the visual tokens, so their attention on the text is what the sentence can change).
   """
   cfg: Any
   max_len: int
@@ -65,5 +67,8 @@ class VLTransformer(nn.Module):
       last = i == cfg.num_layers - 1
       x, weights = VLLayer(cfg.num_heads, cfg.mlp_dim, cfg.dropout, self.dtype, name=f'layer_{i}')(
           x, pos, mask, deterministic, return_attention and last)
-    obj_attention = weights[:, :, 0, :] if return_attention else None
-    return x, obj_attention
+    attention = None
+    if return_attention:
+      attention = {'obj': weights[:, :, 0, :],
+                   'visual': jnp.mean(weights[:, :, 1 + num_text:, :], axis=2)}
+    return x, attention
