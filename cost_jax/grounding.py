@@ -2,7 +2,7 @@
 
 With no first-frame box there is no template. A missing template is the blank template
 (`input_pipeline.crops.blank_template`: the normalisation mean, about zero once normalised); training
-replaces a share of templates with it (config.data.template_drop) so that the model learns to find the
+replaces a share of templates with it (config.train.template_drop) so that the model learns to find the
 target from the sentence alone. Grounding runs the tracker's own step (`SlotFunctions.predict`: search
 crop, trunk, visual transformer against the blank template, token conv, VL transformer with the
 sentence, heads) over search windows that tile the first frame at a few scales, and keeps the best
@@ -154,9 +154,9 @@ def start_overlaps(ground_truth, starts):
   return np.asarray(box_ops.iou(ours, gt), np.float64)
 
 
-def start_report(overlaps):
-  """One line on frame 1 of sentence-started sequences: mean IoU and the share found (IoU > 0.5)."""
+def start_report(overlaps, what='frame 1 vs its ground truth'):
+  """One line on sentence-only starts: mean IoU and the share found (IoU > 0.5) over sequences."""
   overlaps = np.asarray(overlaps, np.float64)
   found = int(np.sum(overlaps > 0.5))
-  return (f'sentence-only start, frame 1 vs its ground truth: mean IoU {overlaps.mean():.3f}, '
+  return (f'sentence-only start, {what}: mean IoU {overlaps.mean():.3f}, '
           f'IoU > 0.5 in {found} of {len(overlaps)} sequences')

@@ -9,7 +9,7 @@ dataset readers order them. Frames are decoded one at a time, so a long video is
 --box: frame 1's target box x,y,w,h in pixels. Without it the target is searched for in frame 1 from
 the sentence alone (cost_jax.grounding: the model with the blank template over windows tiling the
 frame), the best-scoring box starts the track and its score is printed; that start needs a model
-trained with template dropout (config.data.template_drop) to be any good.
+trained with template dropout (config.train.template_drop) to be any good.
 --config: the model config the checkpoint in --workdir was trained with (required).
 
 Writes into --out (created if needed; files of these names are replaced, nothing else is touched):
