@@ -130,6 +130,7 @@ def base_config():
   # Language (DESIGN §6): a share of templates replaced by the blank template, so the sentence alone
   # must find the target (train.language_inputs); empty_sentences trains without language (ablation).
   t.template_drop = 0.0
+  t.template_grey = 0.0  # a share of templates in grey (search crops keep their colour)
   t.empty_sentences = False
   t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
   t.optimizer = 'adamw'  # 'adamw' | 'sgd' (plain SGD: sharding-parity tests)

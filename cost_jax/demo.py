@@ -31,7 +31,7 @@ DATASET = 'synthetic'  # the generator's own tree, read by input_pipeline.reader
 PROTOCOL = 'vlsot'  # the VL-SOT500 toolkit's rules (DESIGN §4)
 # Subsets of the held-out videos reported beside the whole set: attribute -> table column.
 SUBSETS = (('all', 'all'), ('language_ambiguity', 'language-critical'), ('cue_position', 'position'),
-           ('cue_colour_change', 'colour change'), ('cue_motion', 'motion'))
+           ('cue_colour', 'colour'), ('cue_motion', 'motion'))
 # The held-out sets: name -> (seed offset, video name prefix, synthetic.Options overrides).
 HELD_OUT = {'test': (1000, 'synth', {}), 'language': (2000, 'lang', {'twin_fraction': 1.0})}
 
@@ -197,9 +197,9 @@ def format_table(table):
 
 
 def pick_gif_sequence(sequences):
-  """A language-critical test video (a colour change first: the sentence must overrule the
-  template), else any twin, else the longest video."""
-  for attribute in ('cue_colour_change', 'cue_position', 'language_ambiguity'):
+  """A language-critical test video (a colour twin first: only the sentence gives the colour that
+  the grey first frame hides), else any twin, else the longest video."""
+  for attribute in ('cue_colour', 'cue_position', 'language_ambiguity'):
     chosen = [s for s in sequences if int(s.attributes.get(attribute, 0)) == 1]
     if chosen:
       return chosen[0]

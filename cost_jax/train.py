@@ -185,13 +185,23 @@ def language_inputs(batch, rng, train_cfg, blank_template, empty_text):
 
   template_drop: each example's template is replaced by the blank template
   (input_pipeline.crops.blank_template) with this probability, so the sentence alone must find the
-  target in the search crop (and a sentence-only start has a model to run). empty_sentences: every
-  sentence is replaced by the empty one ([CLS] [SEP]): the trained-without-language ablation.
-  blank_template: uint8 [Ht, Ht, 3]; empty_text: (ids, mask) int32 [L]. rng: a key for this step.
+  target in the search crop (and a sentence-only start has a model to run). template_grey: each
+  (kept) template is turned grey (ITU-R 601 luma) with this probability, the search crop not, so the
+  sentence's colour words are what tell a target from a same-shaped object of another colour.
+  empty_sentences: every sentence is replaced by the empty one ([CLS] [SEP]): the
+  trained-without-language ablation. blank_template: uint8 [Ht, Ht, 3]; empty_text: (ids, mask)
+  int32 [L]. rng: a key for this step.
   """
   batch = dict(batch)
+  drop_rng, grey_rng = jax.random.split(rng)
+  if train_cfg.template_grey > 0:
+    template = batch['template']
+    luma = jnp.round(template.astype(jnp.float32) @ jnp.array([0.299, 0.587, 0.114], jnp.float32))
+    grey = jnp.broadcast_to(jnp.clip(luma, 0, 255)[..., None], template.shape).astype(template.dtype)
+    turn = jax.random.bernoulli(grey_rng, train_cfg.template_grey, template.shape[:1])
+    batch['template'] = jnp.where(turn[:, None, None, None], grey, template)
   if train_cfg.template_drop > 0:
-    drop = jax.random.bernoulli(rng, train_cfg.template_drop, batch['template'].shape[:1])
+    drop = jax.random.bernoulli(drop_rng, train_cfg.template_drop, batch['template'].shape[:1])
     batch['template'] = jnp.where(drop[:, None, None, None], jnp.asarray(blank_template),
                                   batch['template'])
   if train_cfg.empty_sentences:

@@ -19,26 +19,27 @@ Hard cases, each marked in the annotation files:
   * out of view: the target leaves through a border and comes back; frames with < 25% of its box inside
     the image are out of view (LaSOT out_of_view.txt; VL-SOT absent.txt, box 0,0,0,0). A partly visible
     target is annotated with the part of its box inside the image;
-  * twins (`twin_fraction`, default 0.3): language-critical videos. An identical-looking distractor
-    (same colour, shape and size) is next to the target in frame 1, so the first-frame template cannot
-    tell them apart, and the sentence names the cue that does. The cue decides the kind
-    (`twin_kinds`, default position 0.4, colour_change 0.4, motion 0.2):
-      - 'position': the twin moves in formation with the target, beside it across the direction of
-        motion (1.3-2.2 target sizes between centres), and the sentence names the side ("red circle
-        above an identical circle, moving left");
-      - 'colour_change': the same formation; the target changes colour once, the twin keeps the
-        original ("red circle that turns green, not the identical circle beside it");
-      - 'motion': the twin starts behind the target and moves the opposite way ("red circle moving
-        left, not the identical one moving right").
-    Position and colour change are visible in a single frame pair (what COST's step sees); the
-    direction of motion is not (blur is symmetric), so 'motion' measures what a tracker without memory
-    cannot read. In position and colour-change videos an occluder hides the target, and not the twin,
-    for a few frames in the middle (`twin_occlusion`, default 1.0); a colour change happens while the
-    target is hidden (in the middle of the video without an occluder). There a tracker that follows
-    appearance alone is drawn to the twin, which still matches the template, and only the sentence
-    says which one to come back to. All twins: attributes similar_object = language_ambiguity = 1;
-    the cue is in generator_report.json ('cue'), which the synthetic reader turns into the attributes
-    cue_position / cue_colour_change / cue_motion.
+  * twins (`twin_fraction`, default 0.3): language-critical videos. A look-alike distractor is next
+    to the target in frame 1 that the first-frame template cannot tell apart from it, and the
+    sentence names the cue that does. The cue decides the kind
+    (`twin_kinds`, default position 0.4, colour 0.4, motion 0.2):
+      - 'position': an identical twin follows close behind the target in formation (1.15-1.4
+        target sides between centres, `position_gap`) at 0.75-1.1 target sizes a frame
+        (`position_speed`), so after every step the twin is nearer than the target to where the
+        target was: a tracker that prefers the old position is drawn to the twin, and the sentence
+        names the side ("red circle to the right of an identical circle, moving right");
+      - 'colour': the same formation with a twin of the same shape and size in another colour, and
+        the video starts in grey (its first 1-6 frames desaturated, `grey_frames`: a camera that
+        starts in low light), so the first-frame template shows shape and size but not colour; the
+        sentence names the colour as in every video ("red circle moving right");
+      - 'motion': an identical twin starts behind the target and moves the opposite way ("red
+        circle moving left, not the identical one moving right").
+    Position and colour can be seen in a single frame pair (what COST's step sees); the direction
+    of motion cannot (blur is symmetric), so 'motion' measures what a tracker without memory cannot
+    read. Twin videos have no occluder, leave no border and are never fast, so the cue
+    is what they test. All twins: attributes similar_object = language_ambiguity = 1; the cue is in
+    generator_report.json ('cue'), which the synthetic reader turns into the attributes
+    cue_position / cue_colour / cue_motion.
 
 Layouts (parsed by input_pipeline.readers):
   lasot: <out>/<shape>/<shape>-<n>/img/00000001.jpg, groundtruth.txt, full_occlusion.txt,
@@ -78,7 +79,7 @@ SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
 DIRECTIONS = {'left': (-1.0, 0.0), 'right': (1.0, 0.0), 'up': (0.0, -1.0), 'down': (0.0, 1.0)}
 OPPOSITE = {'left': 'right', 'right': 'left', 'up': 'down', 'down': 'up'}
 RELATIONS = {'left': 'to the left of', 'right': 'to the right of', 'up': 'above', 'down': 'below'}
-TWIN_KINDS = ('position', 'colour_change', 'motion')  # the cue that tells target and twin apart
+TWIN_KINDS = ('position', 'colour', 'motion')  # the cue that tells target and twin apart
 CUE_ATTRIBUTES = {kind: f'cue_{kind}' for kind in TWIN_KINDS}  # added by the synthetic reader
 
 # The 17 values of the synthetic VL-SOT attributes.txt, in file order (0/1 each).
@@ -103,9 +104,10 @@ class Options:
   max_size: float = 22.0
   fast_fraction: float = 0.1
   twin_fraction: float = 0.3
-  twin_kinds: tuple = (('position', 0.4), ('colour_change', 0.4), ('motion', 0.2))
-  twin_occlusion: float = 1.0  # share of position / colour-change twins whose target is hidden a while
-  twin_gap: tuple = (1.3, 2.2)  # target sizes between the centres of a formation twin and the target
+  twin_kinds: tuple = (('position', 0.4), ('colour', 0.4), ('motion', 0.2))
+  position_gap: tuple = (1.15, 1.4)  # position, colour: target sides between the centres, behind
+  position_speed: tuple = (0.75, 1.1)  # position, colour: target sizes a frame
+  grey_frames: tuple = (1, 6)  # colour: the first k frames are desaturated, k uniform in this range
   occlusion_fraction: float = 0.15
   out_of_view_fraction: float = 0.1
   clutter_objects: int = 2  # at most, other-coloured shapes
@@ -122,8 +124,8 @@ class Video:
   frames: list of uint8 [H, W, 3]; boxes: [N, 4] true (x, y, w, h) px, also off-image;
   annotation: [N, 4] as written (clipped to the image; 0,0,0,0 when invisible); visible, occluded,
   out_of_view: [N] bool; clean: [N] bool, target fully inside the image and overlapped by nothing;
-  twin_boxes: [N, 4] true boxes of the identical distractor (None without one); target_colours: [N]
-  the target's colour name per frame (changes once in 'colour_change' videos).
+  twin_boxes: [N, 4] true boxes of the look-alike distractor (None without one); twin_colour: its
+  colour name; grey_frames: how many first frames are desaturated (colour twins).
   """
   index: int
   name: str
@@ -142,7 +144,8 @@ class Video:
   twin: str  # '' or one of TWIN_KINDS
   attributes: dict
   twin_boxes: np.ndarray = None
-  target_colours: list = None
+  twin_colour: str = ''
+  grey_frames: int = 0
 
 
 # ------------------------------------------------------------------------- drawing
@@ -338,9 +341,10 @@ class LeaveAndReturn:
     return 'bounce' if self.mode == 'done' else ''
 
 
-def clutter_objects(rng, n, target_colour, o):
-  """Up to o.clutter_objects other shapes, never in the target's colour: [(shape, colour, boxes)]."""
-  others = [c for c in COLOURS if c != target_colour]
+def clutter_objects(rng, n, target_colour, o, avoid=None):
+  """Up to o.clutter_objects other shapes, never in the target's colour (nor `avoid`'s):
+  [(shape, colour, boxes)]."""
+  others = [c for c in COLOURS if c not in (target_colour, avoid)]
   objects = []
   for _ in range(int(rng.integers(0, o.clutter_objects + 1))):
     shape, colour = str(rng.choice(SHAPES)), str(rng.choice(others))
@@ -370,15 +374,14 @@ def camera_path(rng, n, pad, speed):
   return np.round(cam).astype(int)
 
 
-def place_occluder(rng, world_centres, target_wh, velocity, n, across=(1.6, 2.4)):
+def place_occluder(rng, world_centres, target_wh, velocity, n):
   """World box (x, y, w, h) of an opaque occluder centred on the target's world centre at a frame
-  in the middle third, longer along the motion so that it hides the target for a few frames.
-  across: its width across the motion, in target sides (drawn uniformly)."""
+  in the middle third, longer along the motion so that it hides the target for a few frames."""
   t = int(rng.integers(int(0.3 * n), int(0.7 * n) + 1))
   cx, cy = world_centres[t]
   side = max(target_wh)
   along = side * rng.uniform(1.6, 2.4) + np.linalg.norm(velocity) * rng.uniform(3, 8)
-  across = side * rng.uniform(*across)
+  across = side * rng.uniform(1.6, 2.4)
   ow, oh = (along, across) if abs(velocity[0]) >= abs(velocity[1]) else (across, along)
   return np.array([cx - ow / 2, cy - oh / 2, ow, oh])
 
@@ -441,13 +444,14 @@ def make_video(seed, index, options=Options()):
     kinds, weights = zip(*o.twin_kinds)
     twin = str(kinds[int(np.searchsorted(np.cumsum(weights) / sum(weights), rng.random(),
                                           side='right'))])
-  formation = twin in ('position', 'colour_change')  # the twin moves with the target
-  occlusion = bool(rng.random() < o.occlusion_fraction)
-  twin_hidden = formation and bool(rng.random() < o.twin_occlusion)  # target hidden, twin not
+  formation = twin in ('position', 'colour')  # the twin follows close behind the target
+  occlusion = (not twin) and bool(rng.random() < o.occlusion_fraction)
   leaves = (not twin) and bool(rng.random() < o.out_of_view_fraction)
   if twin:
     fast = False  # a language-critical video tests the sentence, not the search range
   relative = rng.uniform(*(FAST_SPEED if fast else NORMAL_SPEED))
+  if formation:
+    relative = rng.uniform(*o.position_speed)
   if leaves:
     relative = max(relative, 0.6)
   size = math.sqrt(w0 * h0)
@@ -456,11 +460,9 @@ def make_video(seed, index, options=Options()):
 
   # Twin placement: offset of the twin from the target, and the side of the target it names.
   relation = ''
-  if formation:  # beside the target across the motion, so an occluder on the path misses the twin
-    gap = rng.uniform(*o.twin_gap) * max(w0, h0)
-    across = ('up', 'down') if direction in ('left', 'right') else ('left', 'right')
-    relation = str(rng.choice(across))
-    twin_offset = -np.array(DIRECTIONS[relation]) * gap  # target is `relation` of the twin
+  if formation:  # close behind: the target is `direction` of the twin
+    relation = direction
+    twin_offset = -unit * rng.uniform(*o.position_gap) * max(w0, h0)
   elif twin == 'motion':
     twin_offset = -unit * rng.uniform(1.6, 3.0) * size  # behind the target: they part at once
   else:
@@ -475,7 +477,10 @@ def make_video(seed, index, options=Options()):
   sizes = np.stack([size_fn(t) for t in range(n)])
   boxes = np.concatenate([paths[:, 0] - sizes / 2, sizes], axis=1)
   # (shape, colour, boxes [n, 4]) drawn below the target: clutter, then the twin (never hidden by clutter)
-  objects = clutter_objects(rng, n, colour, o)
+  twin_colour = colour
+  if twin == 'colour':  # another colour, shared by no clutter object
+    twin_colour = str(rng.choice([c for c in COLOURS if c != colour]))
+  objects = clutter_objects(rng, n, colour, o, avoid=twin_colour)
   twin_boxes = None
   if formation:
     twin_boxes = np.concatenate([paths[:, 1] - sizes / 2, sizes], axis=1)
@@ -484,35 +489,26 @@ def make_video(seed, index, options=Options()):
                                (width, height), lambda t, e: 'bounce')[:, 0]
     twin_boxes = np.concatenate([twin_path - sizes / 2, sizes], axis=1)
   if twin:
-    objects.append((shape, colour, twin_boxes))
+    objects.append((shape, twin_colour, twin_boxes))
 
   pad = int(math.ceil(o.camera_speed * o.max_frames / 2)) + 4
   texture = background_texture(rng, height + 2 * pad, width + 2 * pad)
   cam = camera_path(rng, n, pad, o.camera_speed)
 
-  occluder_world = None
-  if twin_hidden:  # narrow across the motion: covers the target, not the twin beside it
-    occluder_world = place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n, across=(1.15, 1.4))
-  elif occlusion:
-    occluder_world = place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n)
+  occluder_world = (place_occluder(rng, paths[:, 0] + cam, (w0, h0), velocity, n)
+                    if occlusion else None)
   grey = rng.uniform(70, 170)
   occluder_colour = tuple(int(grey + rng.uniform(-15, 15)) for _ in range(3))
   occluders = ([None] * n if occluder_world is None else
                [occluder_world - np.array([cam[t, 0], cam[t, 1], 0, 0]) for t in range(n)])
   marks = annotate(boxes, [obj[2] for obj in objects], occluders, (width, height))
-  target_colours = [colour] * n
-  if twin == 'colour_change':  # while hidden when an occluder hides it, else half-way
-    hidden = np.flatnonzero(marks['occluded'])
-    change = int(hidden[len(hidden) // 2]) if len(hidden) else n // 2
-    taken = {colour} | {obj[1] for obj in objects}  # the new colour names one object only
-    new_colour = str(rng.choice([c for c in COLOURS if c not in taken]))
-    target_colours = [colour] * change + [new_colour] * (n - change)
-  frames = [_render(texture, cam[t], (width, height), objects, t, shape, target_colours[t], boxes,
+  frames = [_render(texture, cam[t], (width, height), objects, t, shape, colour, boxes,
                     occluders[t], occluder_colour) for t in range(n)]
+  grey_frames = int(rng.integers(o.grey_frames[0], o.grey_frames[1] + 1)) if twin == 'colour' else 0
+  for t in range(grey_frames):
+    frames[t] = desaturate(frames[t])
   if twin == 'position':
     sentence = f'{colour} {shape} {RELATIONS[relation]} an identical {shape}, moving {direction}'
-  elif twin == 'colour_change':
-    sentence = f'{colour} {shape} that turns {new_colour}, not the identical {shape} beside it'
   elif twin == 'motion':
     sentence = f'{colour} {shape} moving {direction}, not the identical one moving {OPPOSITE[direction]}'
   else:
@@ -530,7 +526,7 @@ def make_video(seed, index, options=Options()):
       'scale_variation': int(sizes.prod(1).max() / sizes.prod(1).min() > 1.2),
       'aspect_ratio_change': 0,
       'low_resolution': int(size < 10),
-      'illumination_variation': 0,
+      'illumination_variation': int(grey_frames > 0),
       'deformation': 0,
       'rotation': 0,
       'viewpoint_change': 0,
@@ -539,8 +535,14 @@ def make_video(seed, index, options=Options()):
   }
   return Video(index=index, name='', shape=shape, colour=colour, direction=direction,
                sentence=sentence, frames=frames, boxes=boxes, fast=fast, twin=twin,
-               attributes=attributes, twin_boxes=twin_boxes,
-               target_colours=target_colours, **marks)
+               attributes=attributes, twin_boxes=twin_boxes, twin_colour=twin_colour,
+               grey_frames=grey_frames, **marks)
+
+
+def desaturate(frame):
+  """uint8 [H, W, 3] -> the same frame in grey (ITU-R 601 luma on all three channels)."""
+  luma = np.round(frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+  return np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def _render(texture, cam, frame_wh, objects, t, shape, colour, boxes, occluder, occluder_colour):

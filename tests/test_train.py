@@ -229,3 +229,43 @@ def test_init_weights_from_a_convert_output_are_merged(tmp_path):
   state, _, _ = train.create_train_state(config, model, jax.random.PRNGKey(0), mesh)
   np.testing.assert_array_equal(state.params['coa_t']['kernel'], kernel)
   np.testing.assert_array_equal(state.params['fuse']['kernel'], fresh.params['fuse']['kernel'])
+
+
+def test_language_inputs_drop_grey_and_empty_by_hand():
+  """train.language_inputs: template dropout, grey templates and empty sentences, checked by hand."""
+  from cost_jax import train
+  from input_pipeline import crops
+  rng = np.random.default_rng(0)
+  b, size, length = 64, 8, 6
+  batch = {'template': rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+           'search': rng.integers(0, 256, (b, 16, 16, 3), dtype=np.uint8),
+           'text_ids': rng.integers(1000, 2000, (b, length)).astype(np.int32),
+           'text_mask': np.ones((b, length), np.int32),
+           'text_key': np.arange(b, dtype=np.int32)}
+  blank = crops.blank_template(size, (0.485, 0.456, 0.406))
+  np.testing.assert_array_equal(blank[0, 0], [124, 116, 104])  # round(255 * mean)
+  empty = (np.array([101, 102, 0, 0, 0, 0], np.int32), np.array([1, 1, 0, 0, 0, 0], np.int32))
+  cfg = ml_collections.ConfigDict({'template_drop': 0.0, 'template_grey': 0.0,
+                                   'empty_sentences': False})
+  key = jax.random.key(3)
+  same = train.language_inputs(batch, key, cfg, blank, empty)
+  assert all(np.array_equal(same[k], batch[k]) for k in batch)  # all off: nothing changes
+
+  cfg.template_drop = 0.5
+  out = train.language_inputs(batch, key, cfg, blank, empty)
+  dropped = np.all(np.asarray(out['template']) == blank, axis=(1, 2, 3))
+  kept = np.all(np.asarray(out['template']) == batch['template'], axis=(1, 2, 3))
+  assert np.all(dropped | kept) and 16 <= dropped.sum() <= 48  # each example one or the other
+  np.testing.assert_array_equal(out['search'], batch['search'])  # the search crop is never touched
+
+  cfg.template_drop, cfg.template_grey = 0.0, 1.0
+  grey = np.asarray(train.language_inputs(batch, key, cfg, blank, empty)['template'])
+  luma = np.round(batch['template'].astype(np.float64) @ [0.299, 0.587, 0.114])
+  assert np.abs(grey[..., 0].astype(int) - luma).max() <= 1  # float32 rounding at .5 only
+  assert np.all(grey[..., 0] == grey[..., 1]) and np.all(grey[..., 1] == grey[..., 2])
+
+  cfg.template_grey, cfg.empty_sentences = 0.0, True
+  out = train.language_inputs(batch, key, cfg, blank, empty)
+  np.testing.assert_array_equal(out['text_ids'], np.broadcast_to(empty[0], (b, length)))
+  np.testing.assert_array_equal(out['text_mask'], np.broadcast_to(empty[1], (b, length)))
+  assert np.all(np.asarray(out['text_key']) == 0)  # one sentence for all: no CoA negatives

@@ -2,8 +2,8 @@
 <root>/generator_report.json (else from the tree). split 'train'/'test' reads <root>/<split>.txt;
 None or 'all' reads every sequence.
 
-The report's per-video 'cue' (the language cue of a twin video: position, colour_change or motion)
-becomes 0/1 attributes cue_position, cue_colour_change, cue_motion on every sequence, so evaluation
+The report's per-video 'cue' (the language cue of a twin video: position, colour or motion)
+becomes 0/1 attributes cue_position, cue_colour, cue_motion on every sequence, so evaluation
 reports the sentence's effect per cue.
 """
 
