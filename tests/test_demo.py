@@ -53,14 +53,13 @@ def test_demo_end_to_end_and_resume(tmp_path, capsys):
   # Its last lines: the checkpoint and two track_video commands for a held-out video.
   import shlex
   from cost_jax import track_video
-  from input_pipeline import readers
   commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()[-2:]]
   assert [c[:3] for c in commands] == [['python', '-m', 'cost_jax.track_video']] * 2
   args = [dict(a[2:].split('=', 1) for a in c[3:]) for c in commands]
   assert args[0]['workdir'] == args[1]['workdir'] == os.path.join(workdir, 'train')
   assert 'box' not in args[1] and args[0]['video'] == args[1]['video']
-  test_set = readers.load_dataset(demo.DATASET, os.path.join(workdir, 'data', 'test'), split='all')
-  sequence = [s for s in test_set if os.path.dirname(s.frames[0]) == args[0]['video']][0]
+  held_out = demo.held_out_sequences({n: os.path.join(workdir, 'data', n) for n in demo.HELD_OUT})
+  sequence = [s for s in held_out if os.path.dirname(s.frames[0]) == args[0]['video']][0]
   assert args[0]['sentence'] == sequence.sentence
   assert track_video.parse_box(args[0]['box'].split(',')) == list(sequence.boxes[0])
 
