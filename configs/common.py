@@ -123,6 +123,7 @@ def base_config():
   t.w_l1 = 5.0
   t.w_giou = 2.0
   t.w_coa = 1.0
+  t.w_loc = 0.0  # softmax localisation over the tokens (losses.localisation_loss; a *choice*, off in TransT)
   t.init_weights = ''
   t.log_every = 10
   t.checkpoint_every = 200

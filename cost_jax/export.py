@@ -21,15 +21,15 @@ import json
 import os
 import shutil
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import orbax.checkpoint as ocp
 
-from cost_jax import checkpoints
+from cost_jax import cli
 from cost_jax.export_runtime import INIT_FILE, TRACK_FILE, VARIABLES_DIR
+from cost_jax import track
 from cost_jax import tracker
 from input_pipeline import tokenize
 
@@ -116,11 +116,18 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  variables = checkpoints.restore_variables(f.workdir, f.config)
-  out = export_tracker(f.config, variables, f.out, platforms=tuple(f.platforms))
+  config = track.loaded_config(f.config)
+  unknown = [p for p in f.platforms if p not in PLATFORMS]
+  if unknown or not f.platforms:
+    raise cli.UsageError(f'--platforms={",".join(f.platforms)}: each must be one of '
+                         f'{", ".join(PLATFORMS)}')
+  if os.path.exists(f.out) and not os.path.isdir(f.out):
+    raise cli.UsageError(f'--out={f.out} is a file, not a folder')
+  variables = track.restore_variables(f.workdir, config)
+  out = export_tracker(config, variables, f.out, platforms=tuple(f.platforms))
   print(f'exported initialize and track for {", ".join(f.platforms)} to {out}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -10,25 +10,32 @@
 It needs JAX, orbax, the tokenizer (transformers) and the small frame helpers of cost_jax.tracker; it
 never imports cost_jax.models. Frames of a call are zero-padded to a common shape (a multiple of the
 exported pad_multiple, so few shapes compile) and each slot's true size travels with it.
+
+The command orders the frames by the last number in their names, as the dataset readers do (1, 2,
+10). A frame that does not load keeps the previous box (logged); a first frame that does not load, a
+first box that cannot start a track (box_ops.start_box_problem), a glob matching nothing or a folder
+that is not an export are one-line errors (exit code 2).
 """
 
 import glob
 import json
 import os
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cost_jax import cli
 from cost_jax import tracker as frames_lib  # frame helpers only; the network is not imported
 from cost_jax.evaluation import results_io
 from input_pipeline import tokenize
+from input_pipeline.readers.common import frame_order
 
 INIT_FILE = 'initialize.jax'  # cost_jax.export writes these names
 TRACK_FILE = 'track.jax'
 VARIABLES_DIR = 'variables'
+EXPORTED_FILES = (INIT_FILE, TRACK_FILE, VARIABLES_DIR, 'vocab.txt', 'tokenizer.json', 'export.json')
 
 
 def load_exported(path):
@@ -79,29 +86,53 @@ class ExportedTracker:
 
 
 def track_sequence(folder, frame_paths, box, sentence=''):
-  """One sequence from files -> boxes [N, 4] px (frame 0 = the given box)."""
+  """One sequence from files -> (boxes [N, 4] px (frame 0 = the given box), [tracker.BadFrame]).
+
+  A frame that does not load keeps the previous box; tracker.StartError when the first frame does
+  not load or `box` cannot start a track (cost_jax.tracker.track_files).
+  """
   tracker = ExportedTracker(folder)
-  tracker.initialize([frames_lib.load_frame(frame_paths[0])], [box], [sentence])
-  boxes = [np.asarray(box, np.float32)]
-  for path in frame_paths[1:]:
-    boxes.append(tracker.track([frames_lib.load_frame(path)])[0])
-  return np.stack(boxes)
+  return frames_lib.track_files(lambda frame, b: tracker.initialize([frame], [b], [sentence]),
+                                lambda frame: tracker.track([frame])[0], frame_paths, box)
 
 
 def define_flags():
   """Command-line flags, defined only when run as a program."""
   flags.DEFINE_string('dir', None, 'Folder written by cost_jax.export.')
-  flags.DEFINE_string('frames', None, 'Glob of the frames, sorted by name.')
+  flags.DEFINE_string('frames', None, 'Glob of the frames, ordered by the number in their names.')
   flags.DEFINE_list('box', None, 'First-frame box x,y,w,h px.')
   flags.DEFINE_string('sentence', '', 'Description of the target.')
   flags.DEFINE_string('out', None, 'Result file (x,y,w,h a line, 3 decimals); default: print.')
   flags.mark_flags_as_required(['dir', 'frames', 'box'])
 
 
+def parse_box(values):
+  """--box's fields -> [x, y, w, h] floats, or cli.UsageError (checked in the frame by track_files)."""
+  try:
+    box = [float(v) for v in values]
+  except ValueError:
+    raise cli.UsageError(f'--box={",".join(values)}: not numbers (x,y,w,h px)') from None
+  if len(box) != 4:
+    raise cli.UsageError(f'--box={",".join(values)}: a box is 4 numbers x,y,w,h; got {len(box)}')
+  return box
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
-  boxes = track_sequence(f.dir, sorted(glob.glob(f.frames)), [float(v) for v in f.box], f.sentence)
+  paths = sorted(glob.glob(f.frames), key=frame_order)
+  if not paths:
+    raise cli.UsageError(f'--frames={f.frames} matches no file')
+  box = parse_box(f.box)
+  missing = [n for n in EXPORTED_FILES if not os.path.exists(os.path.join(f.dir, n))]
+  if missing:
+    raise cli.UsageError(f'--dir={f.dir} is not an exported tracker (no {", ".join(missing)}); '
+                         'write one with python -m cost_jax.export')
+  try:
+    frames_lib.start_frame(frames_lib.load_frame, paths[0], box)  # before loading the artifacts
+  except frames_lib.StartError as e:
+    raise cli.UsageError(f'cannot track {f.frames}: {e}') from None
+  boxes, _ = track_sequence(f.dir, paths, box, f.sentence)  # frames that do not load are logged
   if f.out:
     results_io.write_results(f.out, boxes)
   else:
@@ -110,4 +141,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -47,6 +47,19 @@ def classification_loss(logits, labels, neg_weight):
   return jnp.sum(weights * bce) / jnp.sum(weights)
 
 
+def localisation_loss(logits, labels):
+  """-log of the softmax mass on the positive tokens, averaged over the batch (a *choice*, not TransT's).
+
+  logits, labels: [B, T] (labels 0/1, at least one positive a row). Unlike the per-token BCE, whose
+  negatives weigh `neg_weight` each, this makes every other token compete with the target's: a
+  look-alike scored as high as the target costs log 2 however few tokens it covers, so the heads must
+  use whatever tells the two apart (the sentence, when the template cannot).
+  """
+  logits = logits.astype(jnp.float32)
+  on_target = jax.nn.logsumexp(jnp.where(labels > 0, logits, -jnp.inf), axis=-1)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - on_target)
+
+
 def box_losses(pred_boxes, gt_boxes, positives):
   """L1 and 1-GIoU summed over positive tokens, divided by the positive count (at least 1).
 
@@ -66,16 +79,18 @@ def detection_losses(outputs, gt_boxes, token_centers, neg_weight):
 
   outputs: the model's {'logits': [B, T], 'boxes': [B, T, 4]} (dense head) or {'boxes': [B, 1, 4]}
   ('obj' head: the single box is the only positive, no classification loss).
-  gt_boxes: [B, 4]; token_centers: [T, 2] normalised. Returns {'cls', 'l1', 'giou'} scalars.
+  gt_boxes: [B, 4]; token_centers: [T, 2] normalised. Returns {'cls', 'loc', 'l1', 'giou'} scalars
+  ('loc': localisation_loss; zero for the 'obj' head).
   """
   if 'logits' in outputs:
     positives = positive_tokens(token_centers, gt_boxes)
     cls = classification_loss(outputs['logits'], positives, neg_weight)
+    loc = localisation_loss(outputs['logits'], positives)
   else:
     positives = jnp.ones(outputs['boxes'].shape[:2], jnp.float32)
-    cls = jnp.zeros((), jnp.float32)
+    cls = loc = jnp.zeros((), jnp.float32)
   l1, giou = box_losses(outputs['boxes'], gt_boxes, positives)
-  return {'cls': cls, 'l1': l1, 'giou': giou}
+  return {'cls': cls, 'loc': loc, 'l1': l1, 'giou': giou}
 
 
 # ------------------------------------------------------------------ CoA (InfoNCE)
@@ -132,6 +147,8 @@ def coa_loss_sharded(mesh, batch_axes=('data', 'fsdp')):
 # ------------------------------------------------------------------ total
 
 def total_loss(losses, train_cfg):
-  """w_cls·cls + w_l1·L1 + w_giou·GIoU + w_coa·CoA from a dict of scalar losses."""
-  return (train_cfg.w_cls * losses['cls'] + train_cfg.w_l1 * losses['l1']
-          + train_cfg.w_giou * losses['giou'] + train_cfg.w_coa * losses['coa'])
+  """w_cls·cls + w_loc·loc + w_l1·L1 + w_giou·GIoU + w_coa·CoA from a dict of scalar losses ('loc'
+  may be absent: 0)."""
+  return (train_cfg.w_cls * losses['cls'] + train_cfg.w_loc * losses.get('loc', 0.0)
+          + train_cfg.w_l1 * losses['l1'] + train_cfg.w_giou * losses['giou']
+          + train_cfg.w_coa * losses['coa'])

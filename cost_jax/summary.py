@@ -9,11 +9,11 @@ mean/var are buffers in torch and are not counted. The last line is `total_param
 
 import math
 
-from absl import app
 from absl import flags
 from flax import traverse_util
 from ml_collections import config_flags
 
+from cost_jax import cli
 from cost_jax.models import cost
 
 RULE = ('rule: all params + BatchNorm scale/bias (counted as parameters, as in PyTorch); '
@@ -44,4 +44,5 @@ def main(argv):
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so importing count_by_module defines none.
   config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
-  app.run(main)
+  flags.mark_flags_as_required(['config'])
+  cli.run(main)

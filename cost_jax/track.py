@@ -2,13 +2,16 @@
 
   python -m cost_jax.track --config=configs/cost_tiny.py --workdir=runs/tiny --dataset=synthetic \
       --data_dir=data/synth --results_dir=results [--tracker_name=cost] [--int_results] [--no_language] \
-      [--init=box|sentence]
+      [--sequences=a,b] [--overwrite] [--init=box|sentence]
 
 Writes <results_dir>/<tracker_name>/<dataset>/<sequence>.txt (one `x,y,w,h` line a frame, 3 decimals,
-or truncated ints with --int_results) and <sequence>_time.txt (seconds a frame). Resumable: a sequence
-whose result file already has one line per frame is skipped, so a rerun after an interruption finishes
-only the rest. Sequences run `config.track.batch_slots` at a time (cost_jax.tracker.BatchedEvaluator);
-the progress bar counts frames as they are tracked (fps) and finished sequences.
+or truncated ints with --int_results), <sequence>_time.txt (seconds a frame) and tracking_report.json
+(cost_jax.evaluation.results_io: the sequences that could not start, with the reason, and the frames
+that did not load, whose box was carried over). Resumable: a sequence whose result file already has
+one line per frame is kept (said in one line) and only the rest is tracked; --overwrite tracks every
+sequence again. --sequences reads only the named sequences of the tree. Sequences run
+`config.track.batch_slots` at a time (cost_jax.tracker.BatchedEvaluator); the progress bar counts
+frames as they are tracked (fps) and finished sequences.
 
 --init=sentence starts every sequence from its sentence alone: frame 1 is searched with the blank
 template (cost_jax.grounding) and frame 1's ground truth is not used to track; the result file's
@@ -22,6 +25,7 @@ own at the end of the run: the mean IoU of the grounded boxes with the ground tr
 sequences with IoU > 0.5.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -37,6 +41,7 @@ from cost_jax.evaluation import results_io
 from input_pipeline import readers
 from input_pipeline import tokenize
 
+
 def result_path(out_dir, sequence):
   return os.path.join(out_dir, sequence.name + '.txt')
 
@@ -50,22 +55,108 @@ def is_finished(out_dir, sequence):
     return sum(1 for line in f if line.strip()) == len(sequence)
 
 
-def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=True):
-  """Track the unfinished `sequences` into `out_dir`; returns the names tracked (skipped ones not)."""
+@dataclasses.dataclass
+class TrackedDataset:
+  """What track_dataset did: names tracked now, names kept from before, {name: reason} of the
+  sequences that could not start, {name: [tracker.BadFrame]} of frames whose box was carried over."""
+  tracked: list
+  kept: list
+  failed: dict
+  bad_frames: dict
+
+
+def _previous_report(out_dir, echo):
+  """The folder's tracking report, or an empty one (said so when the old one is unreadable)."""
+  try:
+    return results_io.read_tracking_report(out_dir) or results_io.empty_tracking_report()
+  except ValueError as e:
+    echo(f'warning: {e}; writing a new one')
+    return results_io.empty_tracking_report()
+
+
+def _remove_results(out_dir, sequence):
+  """Delete a sequence's result and time files (an older run's, now stale)."""
+  path = result_path(out_dir, sequence)
+  for stale in (path, results_io.time_path(path)):
+    if os.path.isfile(stale):
+      os.remove(stale)
+
+
+def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=True, overwrite=False,
+                  echo=print):
+  """Track `sequences` into `out_dir` -> TrackedDataset.
+
+  Sequences with complete result files are kept (one line says how many) unless overwrite. A sequence
+  that cannot start gets no result file (an older one is removed) and is recorded in
+  tracking_report.json with the reason; frames that do not load are recorded there too. The report is
+  updated before each result file is written, so an interrupted run never loses a finished sequence's
+  record; records of sequences not tracked now are kept.
+  """
   os.makedirs(out_dir, exist_ok=True)
-  pending = [s for s in sequences if not is_finished(out_dir, s)]
-  tracked = []
+  kept = [] if overwrite else [s.name for s in sequences if is_finished(out_dir, s)]
+  pending = [s for s in sequences if s.name not in set(kept)]
+  if kept:
+    echo(f'{out_dir} already holds complete results of {len(kept)} of {len(sequences)} sequences: '
+         'kept, not tracked again (--overwrite tracks them again)')
+  report = _previous_report(out_dir, echo)
+  for s in pending:  # tracked again now: their old records go
+    report['failed'].pop(s.name, None)
+    report['bad_frames'].pop(s.name, None)
+  done = TrackedDataset([], kept, {}, {})
   bar = tqdm.tqdm(total=sum(len(s) for s in pending), unit='frame', disable=not progress,
-                  desc=f'{len(sequences) - len(pending)} done before')
+                  desc=f'{len(kept)} done before')
   bar.set_postfix(sequences=f'0/{len(pending)}')
   for result in evaluator.run(pending, on_frames=bar.update):
+    name = result.sequence.name
+    if result.failure:
+      done.failed[name] = report['failed'][name] = result.failure
+      _remove_results(out_dir, result.sequence)
+      results_io.write_tracking_report(out_dir, report)
+      bar.total -= len(result.sequence)
+      bar.refresh()
+      continue
+    if result.bad_frames:
+      done.bad_frames[name] = list(result.bad_frames)
+      report['bad_frames'][name] = [{'frame': b.frame, 'file': b.path, 'reason': b.reason}
+                                    for b in result.bad_frames]
     path = result_path(out_dir, result.sequence)
     results_io.write_times(path, result.times)
+    results_io.write_tracking_report(out_dir, report)
     results_io.write_results(path, result.boxes, int_results=int_results)  # last: marks it finished
-    tracked.append(result.sequence.name)
-    bar.set_postfix(sequences=f'{len(tracked)}/{len(pending)}')
+    done.tracked.append(name)
+    bar.set_postfix(sequences=f'{len(done.tracked)}/{len(pending)}')
   bar.close()
-  return tracked
+  if not pending:
+    results_io.write_tracking_report(out_dir, report)
+  return done
+
+
+def loaded_config(config):
+  """The --config flag's value, read now: ml_collections defers a config file's load error to the
+  first access, which cli.run then reports in one line before any other check or work."""
+  config.to_dict()
+  return config
+
+
+def restore_variables(workdir, config):
+  """checkpoints.restore_variables(workdir, config), or cli.UsageError when workdir holds none."""
+  folder = checkpoints.checkpoint_dir(workdir)
+  if '://' not in folder and not (os.path.isdir(folder) and any(
+      n.isdigit() for n in os.listdir(folder))):
+    raise cli.UsageError(f'no checkpoint in --workdir={workdir} (no step folder in {folder})')
+  try:
+    return checkpoints.restore_variables(workdir, config)
+  except FileNotFoundError as e:
+    raise cli.UsageError(str(e)) from None
+
+
+def load_sequences(config, dataset, data_dir, split, names):
+  """The sequences to track (only `names` when given), or cli.UsageError naming the problem."""
+  try:
+    root = data_dir or readers.dataset_root(config, dataset)
+    return readers.load_dataset(dataset, root, split=split, names=names)
+  except readers.DatasetError as e:
+    raise cli.UsageError(str(e)) from None
 
 
 def define_flags():
@@ -81,8 +172,10 @@ def define_flags():
                       '--init=sentence).')
   flags.DEFINE_bool('int_results', False, 'Write truncated ints like published raw results.')
   flags.DEFINE_bool('no_language', False, 'Track with an empty sentence.')
-  flags.DEFINE_integer('slots', None, 'Sequences tracked at once; default config.track.batch_slots.')
-  flags.DEFINE_list('sequences', None, 'Only these sequence names.')
+  flags.DEFINE_integer('slots', None, 'Sequences tracked at once; default config.track.batch_slots.',
+                       lower_bound=1)
+  flags.DEFINE_list('sequences', None, 'Only these sequence names (only they are read).')
+  flags.DEFINE_bool('overwrite', False, 'Track again the sequences that already have results.')
   flags.DEFINE_enum('init', 'box', ['box', 'sentence'],
                     "Start from frame 1's ground-truth box, or from the sentence alone.")
   flags.mark_flags_as_required(['config', 'workdir', 'dataset', 'results_dir'])
@@ -92,25 +185,31 @@ def main(argv):
   del argv
   f = flags.FLAGS
   compilation_cache.enable()
-  config = f.config
-  root = f.data_dir or readers.dataset_root(config, f.dataset)
-  sequences = readers.load_dataset(f.dataset, root, split=f.split)
-  if f.sequences:
-    sequences = [s for s in sequences if s.name in set(f.sequences)]
+  config = loaded_config(f.config)
+  sequences = load_sequences(config, f.dataset, f.data_dir, f.split, f.sequences)
   if f.init == 'sentence':
     check_sentences(sequences, f.no_language)
-  variables = checkpoints.restore_variables(f.workdir, config)
+  variables = restore_variables(f.workdir, config)
   evaluator = tracker.BatchedEvaluator(config, variables, tokenize.tokenizer_for(config.model),
                                        num_slots=f.slots, use_language=not f.no_language,
                                        init=f.init)
   name = f.tracker_name or ('cost_sentence' if f.init == 'sentence' else 'cost')
   out_dir = os.path.join(f.results_dir, name, f.dataset)
-  tracked = track_dataset(evaluator, sequences, out_dir, int_results=f.int_results)
-  print(f'{len(tracked)} sequences tracked, {len(sequences) - len(tracked)} already done; '
-        f'results in {out_dir}')
-  if f.init == 'sentence' and sequences:
-    starts = [results_io.read_rows(result_path(out_dir, s))[0] for s in sequences]
-    print(grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in sequences], starts)))
+  done = track_dataset(evaluator, sequences, out_dir, int_results=f.int_results,
+                       overwrite=f.overwrite)
+  bad = sum(len(b) for b in done.bad_frames.values())
+  print(f'{len(done.tracked)} sequences tracked, {len(done.kept)} already done, '
+        f'{len(done.failed)} failed; results in {out_dir}'
+        + (f'; {bad} unreadable frame(s) kept the previous box' if bad else ''))
+  for name, reason in done.failed.items():
+    print(f'FAILED {name}: {reason}')
+  if done.failed and not done.tracked and not done.kept:
+    raise cli.UsageError(f'none of the {len(done.failed)} sequences could be tracked (listed in '
+                         f'{results_io.tracking_report_path(out_dir)})')
+  started = [s for s in sequences if s.name in set(done.tracked + done.kept)]
+  if f.init == 'sentence' and started:
+    starts = [results_io.read_rows(result_path(out_dir, s))[0] for s in started]
+    print(grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in started], starts)))
 
 
 def check_sentences(sequences, no_language):

@@ -85,14 +85,12 @@ def resolve_config(config, workdir):
 
 
 def restore(workdir, config):
-  """The checkpoint's variables; cli.UsageError when there is none."""
-  from cost_jax import checkpoints
+  """The checkpoint's variables; cli.UsageError when there is none (cost_jax.track's check)."""
+  from cost_jax import track
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # orbax warns that a restore opens the folder read-only
   try:
-    return checkpoints.restore_variables(workdir, config)
-  except FileNotFoundError as e:
-    raise cli.UsageError(f'--workdir={workdir}: {e}') from None
+    return track.restore_variables(workdir, config)
   finally:
     logging.set_verbosity(verbosity)
 

@@ -15,17 +15,27 @@ vmaps them over N slots. Frames of different sizes share a batch by zero-padding
 (rounded up to `track.pad_multiple`, so few shapes compile); each slot carries its true image size and
 the crop reads only the valid part of its frame, so padding never changes a result. The crop enters the
 network unrounded (float 0..255, see `crop_valid`).
+
+Bad input (DESIGN §2: bad data is normal): a frame that does not load (missing, undecodable) is counted
+as a `BadFrame`, gets the previous box, and no network step uses it; a sequence whose first frame does
+not load or whose first box cannot start a track (`box_ops.start_box_problem`) fails by name, and the
+others go on.
 """
 
 import collections
 import concurrent.futures
+import os
+import struct
 import time
+import zlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from cost_jax import box_ops
 from input_pipeline import crops
 
 
@@ -157,6 +167,66 @@ def load_frame(path):
     return np.asarray(image.convert('RGB'))
 
 
+# What reading or decoding one image file raises (PIL: UnidentifiedImageError and truncation are
+# OSErrors, a broken PNG chunk a SyntaxError, a damaged zlib stream zlib.error).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
+
+# One frame that did not load: frame = its 1-based number (the result file's line), path, reason.
+BadFrame = collections.namedtuple('BadFrame', ['frame', 'path', 'reason'])
+
+
+class StartError(ValueError):
+  """A sequence that cannot start: its first frame does not load or its first box is invalid."""
+
+
+def try_load(load, path):
+  """(frame, None), or (None, reason) when load(path) raises one of DECODE_ERRORS."""
+  try:
+    return load(path), None
+  except DECODE_ERRORS as e:
+    return None, f'unreadable frame ({type(e).__name__}: {e})'
+
+
+def start_frame(load, path, box):
+  """The first frame of a track, or StartError saying why the track cannot start there.
+
+  box (x, y, w, h) px must pass box_ops.start_box_problem in that frame.
+  """
+  frame, reason = try_load(load, path)
+  if reason:
+    raise StartError(f'first frame {path}: {reason}')
+  problem = box_ops.start_box_problem(box, (frame.shape[1], frame.shape[0]))
+  if problem:
+    raise StartError(f'invalid first box: {problem}')
+  return frame
+
+
+def log_bad_frame(name, bad):
+  logging.warning('%s: frame %d (%s): %s; the previous box is carried over', name, bad.frame,
+                  bad.path, bad.reason)
+
+
+def track_files(initialize, track, paths, box, load=load_frame, name=''):
+  """One sequence from frame files: (boxes [N, 4] float64 px (frame 0 = box), [BadFrame]).
+
+  initialize(frame, box) starts the track, track(frame) -> box [4] px steps it. A frame that does
+  not load keeps the previous box and is not stepped on (logged, returned). Raises StartError when
+  the first frame does not load or box cannot start a track.
+  """
+  initialize(start_frame(load, paths[0], box), box)
+  boxes, bad = [np.asarray(box, np.float64)], []
+  for k, path in enumerate(paths[1:], 2):
+    frame, reason = try_load(load, path)
+    if reason:
+      bad.append(BadFrame(k, path, reason))
+      log_bad_frame(name or os.path.dirname(path), bad[-1])
+      boxes.append(boxes[-1])
+    else:
+      boxes.append(np.asarray(track(frame), np.float64))
+  return np.stack(boxes), bad
+
+
 def padded_shape(shapes, multiple):
   """[(H, W), ...] -> (H, W) covering all of them, each rounded up to `multiple` px."""
   h = max(s[0] for s in shapes)
@@ -227,10 +297,19 @@ class Tracker:
     return {'target_bbox': [float(v) for v in found.box], 'score': found.score,
             'windows': found.num_windows}
 
+  def track_files(self, paths, box, sentence='', load=load_frame):
+    """A sequence of frame files -> (boxes [N, 4] px, [BadFrame]); see `track_files`."""
+    return track_files(lambda frame, b: self.initialize(frame, b, sentence),
+                       lambda frame: self.track(frame)['target_bbox'], paths, box, load)
+
 
 # ---------------------------------------------------------------- many sequences, batched
 
-SequenceResult = collections.namedtuple('SequenceResult', ['sequence', 'boxes', 'times'])
+SequenceResult = collections.namedtuple('SequenceResult',
+                                        ['sequence', 'boxes', 'times', 'bad_frames', 'failure'],
+                                        defaults=((), None))
+SequenceResult.__doc__ = """One sequence's outcome: boxes [N, 4] float64 px, times [N] s, bad_frames
+(BadFrame, ...) that kept the previous box; or failure (the reason, boxes and times None)."""
 
 
 def _set_slot(stacked, one, index):
@@ -246,6 +325,9 @@ class BatchedEvaluator:
   left) steps on a blank frame and its output is dropped. Each slot's next frame is decoded on a thread
   while the device runs the current step. Per-frame time = the step's wall time (frame decoding
   included) divided by the number of busy slots (amortised); frame 0's time is the slot's initialisation.
+  A frame that does not load steps its slot on a blank frame like an idle slot, and the slot keeps
+  its previous box; a sequence that cannot start is yielded with its failure and its slot takes the
+  next one.
 
   init='box' starts each sequence from its first ground-truth box; init='sentence' from the sentence
   alone (cost_jax.grounding searches frame 0; the ground truth is never read), and frame 0's result
@@ -281,10 +363,21 @@ class BatchedEvaluator:
       return np.asarray(sequence.boxes[0], np.float64)
     return self._grounder.ground(frame, sequence.sentence).box
 
+  def _start_frame(self, sequence):
+    """Frame 0, or StartError: with init='box' its ground-truth box must be able to start a track;
+    with init='sentence' only the frame must load (the ground truth is not used)."""
+    if self._grounder is None:
+      return start_frame(self.load, sequence.frames[0], sequence.boxes[0])
+    frame, reason = try_load(self.load, sequence.frames[0])
+    if reason:
+      raise StartError(f'first frame {sequence.frames[0]}: {reason}')
+    return frame
+
   def _start(self, state, index, sequence):
-    """Initialise `sequence` into slot `index` -> (state, seconds, frame 0's box [4] px)."""
+    """Initialise `sequence` into slot `index` -> (state, seconds, frame 0's box [4] px); StartError
+    when it cannot start."""
     tic = time.perf_counter()
-    frame = self.load(sequence.frames[0])
+    frame = self._start_frame(sequence)
     shape = padded_shape([frame.shape], self.config.track.pad_multiple)
     ids, mask = self.tokenizer.encode(sequence.sentence if self.use_language else '')
     box = self._start_box(sequence, frame)
@@ -301,7 +394,8 @@ class BatchedEvaluator:
     """Yields a SequenceResult(sequence, boxes [N, 4] float64 px, times [N] s) as each one ends.
 
     Frame 0's box is the initialisation: the ground truth, as in pytracking's results, or with
-    init='sentence' the grounded box.
+    init='sentence' the grounded box. A sequence that cannot start is yielded as
+    SequenceResult(sequence, None, None, (), reason).
     on_frames(n), when given, is called with the number of frames each initialisation or step did.
     """
     on_frames = on_frames or (lambda n: None)
@@ -312,8 +406,13 @@ class BatchedEvaluator:
       for i in range(self.num_slots):
         while slots[i] is None and queue:
           sequence = queue.popleft()
-          state, seconds, box = self._start(state, i, sequence)
-          slots[i] = {'sequence': sequence, 'next': 1,
+          try:
+            state, seconds, box = self._start(state, i, sequence)
+          except StartError as e:
+            logging.warning('%s: not tracked: %s', sequence.name, e)
+            yield SequenceResult(sequence, None, None, (), str(e))
+            continue
+          slots[i] = {'sequence': sequence, 'next': 1, 'bad': [],
                       'boxes': [np.asarray(box, np.float64)], 'times': [seconds]}
           on_frames(1)
           if len(sequence) == 1:
@@ -324,39 +423,63 @@ class BatchedEvaluator:
         return
       tic = time.perf_counter()
       frames = {i: self._frame(slots[i], slots[i]['next']) for i in busy}
-      shape = padded_shape([f.shape for f in frames.values()], self.config.track.pad_multiple)
-      blank = np.zeros(shape + (3,), np.uint8)
-      batch = np.stack([pad_frame(frames[i], shape) if i in frames else blank
-                        for i in range(self.num_slots)])
-      sizes = np.stack([image_wh(frames[i]) if i in frames else image_wh(blank)
-                        for i in range(self.num_slots)])
-      state, boxes, _ = self._step(self.variables, state, batch, sizes)  # dispatched, not waited on
+      frames = {i: f for i, f in frames.items() if f is not None}  # None: did not load
+      if frames:  # dispatched, not waited on
+        carried = {i: slots[i]['boxes'][-1] for i in busy if i not in frames}
+        state, boxes = self._step_frames(state, frames, carried)
       for i in busy:  # the next frames decode while the device works
         if slots[i]['next'] + 1 < len(slots[i]['sequence']):
           self._prefetch(slots[i], slots[i]['next'] + 1)
-      boxes = np.asarray(boxes, np.float64)
+      boxes = np.asarray(boxes, np.float64) if frames else None
       seconds = (time.perf_counter() - tic) / len(busy)
       on_frames(len(busy))
       for i in busy:
         slot = slots[i]
-        slot['boxes'].append(boxes[i])
+        slot['boxes'].append(boxes[i] if i in frames else slot['boxes'][-1])
         slot['times'].append(seconds)
         slot['next'] += 1
         if slot['next'] == len(slot['sequence']):
           yield self._result(slot)
           slots[i] = None
 
+  def _step_frames(self, state, frames, carried):
+    """One vmapped step on {slot: frame} -> (state, boxes [N, 4] on the device).
+
+    Slots without a frame step on a blank one: idle slots, and the slots in carried {slot: previous
+    box [4] px} (their frame did not load), which then get that box back in the state (an extra
+    dispatch only then, no sync).
+    """
+    shape = padded_shape([f.shape for f in frames.values()], self.config.track.pad_multiple)
+    blank = np.zeros(shape + (3,), np.uint8)
+    batch = np.stack([pad_frame(frames[i], shape) if i in frames else blank
+                      for i in range(self.num_slots)])
+    sizes = np.stack([image_wh(frames[i]) if i in frames else image_wh(blank)
+                      for i in range(self.num_slots)])
+    state, boxes, _ = self._step(self.variables, state, batch, sizes)
+    if carried:
+      index = np.asarray(list(carried))
+      previous = np.asarray(list(carried.values()), np.float32)
+      state = dict(state, box=state['box'].at[index].set(previous))
+    return state, boxes
+
   def _prefetch(self, slot, index):
     """Start decoding frame `index` of the slot's sequence on the loader threads."""
-    slot['loading'] = (index, self._pool.submit(self.load, slot['sequence'].frames[index]))
+    slot['loading'] = (index, self._pool.submit(try_load, self.load, slot['sequence'].frames[index]))
 
   def _frame(self, slot, index):
-    """Frame `index` of the slot's sequence: the prefetched one, else decoded now."""
+    """Frame `index` of the slot's sequence (the prefetched one, else decoded now), or None when it
+    does not load (recorded in slot['bad'] and logged)."""
     loading = slot.pop('loading', None)
     if loading is not None and loading[0] == index:
-      return loading[1].result()
-    return self.load(slot['sequence'].frames[index])
+      frame, reason = loading[1].result()
+    else:
+      frame, reason = try_load(self.load, slot['sequence'].frames[index])
+    if reason:
+      slot['bad'].append(BadFrame(index + 1, slot['sequence'].frames[index], reason))
+      log_bad_frame(slot['sequence'].name, slot['bad'][-1])
+    return frame
 
   @staticmethod
   def _result(slot):
-    return SequenceResult(slot['sequence'], np.stack(slot['boxes']), np.asarray(slot['times']))
+    return SequenceResult(slot['sequence'], np.stack(slot['boxes']), np.asarray(slot['times']),
+                          tuple(slot['bad']))

@@ -7,7 +7,7 @@
 
 Videos are decoded and encoded with PyAV (`av`, whose wheel ships its own FFmpeg; no system FFmpeg),
 one frame at a time, so a long video is never held in memory. Folders and globs are ordered as the
-dataset readers order frames (input_pipeline.readers.common.sort_frames: by the last number in the
+dataset readers order frames (input_pipeline.readers.common.frame_order: by the last number in the
 name). Every problem with the input raises VideoError with the path and the reason.
 """
 
@@ -72,7 +72,7 @@ class FrameFiles:
   """Image files in the readers' order, decoded one at a time."""
 
   def __init__(self, paths, name, what):
-    self.paths = readers_common.sort_frames(paths)
+    self.paths = sorted(paths, key=readers_common.frame_order)
     self.name = name
     self.fps = DEFAULT_FPS
     self.num_frames = len(self.paths)

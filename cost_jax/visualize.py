@@ -12,12 +12,12 @@ with the template around the first ground-truth box, so the map shows what the t
 A second strip line says how the attention splits between the sentence and the image: the share of
 [OBJ]'s attention on the text tokens and on the visual tokens, the word it attends to most, and the
 share that the visual tokens (what the dense head reads) give to the text; the means over the
-sequence are printed and written to <out>.attention.json.
+sequence are printed and written to <out>.attention.json. A frame that does not load is drawn black,
+labelled 'unreadable', without a heat map.
 """
 
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cost_jax import cli
 from cost_jax import tracker
 from cost_jax.evaluation import results_io
 from input_pipeline import crops
@@ -81,14 +82,18 @@ class ObjAttention:
 
   def maps(self, sequence, boxes, load=tracker.load_frame):
     """Per frame t >= 1: (attention [grid, grid] scaled to max 1, window (cx, cy, side) px, split
-    (attention_split as floats, 'top_word': (wordpiece, share))); None at frame 0."""
-    first = load(sequence.frames[0])
+    (attention_split as floats, 'top_word': (wordpiece, share))); None at frame 0 and at frames that
+    do not load. tracker.StartError when the first frame does not load."""
+    first = tracker.start_frame(load, sequence.frames[0], sequence.boxes[0])
     ids, mask = self.tokenizer.encode(sequence.sentence)
     pieces = self.tokenizer.tokens(ids)
     grid = self.config.model.token.grid
     result = [None]
     for t in range(1, len(sequence)):
-      frame = load(sequence.frames[t])
+      frame, reason = tracker.try_load(load, sequence.frames[t])
+      if reason:
+        result.append(None)
+        continue
       _, attention, window, split = self._forward(
           self.variables, first, tracker.image_wh(first), np.asarray(sequence.boxes[0], np.float32),
           frame, tracker.image_wh(frame), np.asarray(boxes[t - 1], np.float32), ids, mask)
@@ -145,7 +150,8 @@ def heat_overlay(frame, attention, window, model_cfg):
 
 def draw_frame(frame, gt_box, pred_box, sentence, index=None, note=None):
   """uint8 [H, W, 3] frame -> PIL image [H + strip, W]: gt green, prediction red, sentence above
-  (and `note` on a second strip line when given)."""
+  (index: 0-based frame number, printed 1-based before the sentence; `note` on a second strip line
+  when given)."""
   h, w = frame.shape[:2]
   strip = TEXT_STRIP_PX * (2 if note else 1)
   image = Image.new('RGB', (w, h + strip))
@@ -165,18 +171,28 @@ def draw_frame(frame, gt_box, pred_box, sentence, index=None, note=None):
 
 def render(sequence, boxes, out, attention_maps=None, model_cfg=None, fps=10,
            load=tracker.load_frame):
-  """Write an animated GIF of the sequence to `out`; boxes [N, 4] predictions px."""
-  images = []
-  for t, path in enumerate(sequence.frames):
-    frame = load(path)
-    note = None
+  """Write an animated GIF of the sequence to `out`; boxes [N, 4] predictions px.
+
+  A frame that does not load is drawn black at the size of the previous one (of the next readable
+  one at the start), labelled 'unreadable'; tracker.StartError when no frame loads.
+  """
+  loaded = [tracker.try_load(load, path) for path in sequence.frames]
+  shapes = [frame.shape for frame, _ in loaded if frame is not None]
+  if not shapes:
+    raise tracker.StartError(f'{sequence.name}: no frame loads (frame 1: {loaded[0][1]})')
+  images, shape = [], shapes[0]
+  for t, (frame, reason) in enumerate(loaded):
+    sentence, note = sequence.sentence, None
     if attention_maps is not None:
       note = ' '  # every frame gets the second line, so the GIF's size does not change
-      if attention_maps[t] is not None:
-        attention, window, split = attention_maps[t]
-        frame = heat_overlay(frame, attention, window, model_cfg)
-        note = split_note(split)
-    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sequence.sentence, t, note))
+    if reason:
+      frame, sentence = np.zeros(shape, np.uint8), f'unreadable frame; {sentence}'
+    elif attention_maps is not None and attention_maps[t] is not None:
+      attention, window, split = attention_maps[t]
+      frame = heat_overlay(frame, attention, window, model_cfg)
+      note = split_note(split)
+    shape = frame.shape
+    images.append(draw_frame(frame, sequence.boxes[t], boxes[t], sentence, t, note))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
   return out
@@ -205,27 +221,36 @@ def define_flags():
 
 def main(argv):
   del argv
-  from input_pipeline import readers
+  from cost_jax import track
   f = flags.FLAGS
-  sequences = readers.load_dataset(f.dataset, f.data_dir, split=f.split)
-  matches = [s for s in sequences if s.name == f.sequence]
-  if not matches:
-    raise app.UsageError(f'no sequence {f.sequence!r} in {f.dataset} at {f.data_dir}')
-  sequence = matches[0]
+  if f.attention and (f.config is None or f.workdir is None):
+    raise cli.UsageError('--attention needs --config and --workdir')
+  config = track.loaded_config(f.config) if f.config is not None else None
+  sequence, = track.load_sequences(config, f.dataset, f.data_dir, f.split, [f.sequence])
   path = results_io.result_path(f.results_dir, f.tracker_name, f.dataset, sequence.name)
-  boxes = read_boxes(path)
+  try:
+    boxes = read_boxes(path)
+  except results_io.SequenceFailure as e:
+    raise cli.UsageError(str(e) if path in str(e) else f'{path}: {e}') from None
+  if len(boxes) != len(sequence):
+    raise cli.UsageError(f'{path}: {len(boxes)} boxes for the {len(sequence)} frames of '
+                         f'{sequence.name}')
   maps = None
   if f.attention:
-    if f.config is None or f.workdir is None:
-      raise app.UsageError('--attention needs --config and --workdir')
-    from cost_jax import checkpoints
     from cost_jax.models import cost
     from input_pipeline import tokenize
-    variables = checkpoints.restore_variables(f.workdir, f.config)
-    maps = ObjAttention(f.config, cost.COST(f.config.model), variables,
-                        tokenize.tokenizer_for(f.config.model)).maps(sequence, boxes)
+    variables = track.restore_variables(f.workdir, config)
+    attention = ObjAttention(config, cost.COST(config.model), variables,
+                             tokenize.tokenizer_for(config.model))
+    try:
+      maps = attention.maps(sequence, boxes)
+    except tracker.StartError as e:
+      raise cli.UsageError(f'{sequence.name}: {e}') from None
   out = f.out or path[:-len('.txt')] + '.gif'
-  render(sequence, boxes, out, maps, f.config.model if f.config else None, f.fps)
+  try:
+    render(sequence, boxes, out, maps, config.model if config else None, f.fps)
+  except tracker.StartError as e:
+    raise cli.UsageError(str(e)) from None
   print(f'wrote {out}')
   if maps is not None:
     import json
@@ -233,11 +258,12 @@ def main(argv):
     with open(out + '.attention.json', 'w') as fh:
       json.dump({'sequence': sequence.name, 'sentence': sequence.sentence, 'mean': means,
                  'frames': [m[2] if m is not None else None for m in maps]}, fh, indent=1)
-    print(f"attention of the last VL layer, mean over {len(maps) - 1} frames: [OBJ] on the sentence "
+    frames = sum(m is not None for m in maps)
+    print(f"attention of the last VL layer, mean over {frames} frames: [OBJ] on the sentence "
           f"{100 * means['obj_text']:.1f}%, on the image {100 * means['obj_visual']:.1f}%; visual "
           f"tokens on the sentence {100 * means['visual_text']:.1f}%")
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -408,3 +408,90 @@ def test_synthetic_benchmark_through_the_readers(tmp_path, fmt):
       assert m['macc'] == pytest.approx(rate)  # a box on an absent frame scores 0
     else:
       assert m['norm_precision'] == 1.0  # invalid frames are hits for normalised precision
+
+
+# ------------------------------------------------------------------ tracking report, command mistakes
+
+def test_tracking_report_is_copied_into_metrics_json_and_names_sequences_not_tracked(tmp_path):
+  from cost_jax.evaluation import report, results_io
+  d = str(tmp_path)
+  seqs = [make_seq('a'), make_seq('b'), make_seq('c')]
+  write_results(result_path(d, 'cost', 'ds', 'a'), GT)
+  write_results(result_path(d, 'cost', 'ds', 'c'), GT)
+  bad = [{'frame': 3, 'file': '/data/a/00000003.jpg', 'reason': 'unreadable frame (OSError: x)'}]
+  results_io.write_tracking_report(os.path.join(d, 'cost', 'ds'), {
+      'failed': {'b': 'invalid first box: box [nan, nan, nan, nan] is not finite',
+                 'other_dataset_seq': 'not in this evaluation'},
+      'bad_frames': {'a': bad}})
+  write_results(result_path(d, 'plain', 'ds', 'a'), GT)  # a folder without a report
+  printed = []
+  out = report.run(seqs, d, 'ds', protocol='ostrack', plots=False, echo=printed.append)
+  m = out['cost']['ds']
+  assert m['failed'] == {'b': 'not tracked: invalid first box: box [nan, nan, nan, nan] is not finite'}
+  assert m['tracking'] == {'failed': {'b': 'invalid first box: box [nan, nan, nan, nan] is not finite'},
+                           'bad_frames': {'a': bad}}
+  assert 'tracking' not in out['plain']['ds']
+  assert out['plain']['ds']['failed']['b'].startswith('missing result file')
+  with open(os.path.join(d, 'metrics.json')) as f:
+    assert json.load(f)['cost']['ds']['tracking'] == m['tracking']
+  assert ('NOTE cost: 1 unreadable frame(s) in 1 sequence(s) kept the previous box while tracking '
+          '(metrics.json: tracking.bad_frames)') in printed
+  with open(results_io.tracking_report_path(os.path.join(d, 'cost', 'ds')), 'w') as f:
+    f.write('{"failed": [')
+  out = report.run(seqs, d, 'ds', trackers=['cost'], protocol='ostrack', plots=False,
+                   echo=printed.append)
+  assert out['cost']['ds']['tracking']['error'].startswith(
+      f'{results_io.tracking_report_path(os.path.join(d, "cost", "ds"))}: unreadable tracking report')
+  assert printed[-1].startswith('WARNING cost: ')
+
+
+def _evaluate(*args):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run([sys.executable, '-m', 'cost_jax.evaluate', *args], capture_output=True,
+                        text=True, cwd=root, check=False, timeout=300)
+
+
+@pytest.fixture
+def lasot_tree(tmp_path):
+  from tests.test_readers import lasot_sequence
+  data = str(tmp_path / 'data')
+  for name in ('cat-1', 'cat-2'):
+    lasot_sequence(data, name)
+  return data
+
+
+def test_evaluate_exits_2_when_every_sequence_of_a_tracker_failed(lasot_tree, tmp_path):
+  results = str(tmp_path / 'results')
+  write_results(result_path(results, 'good', 'lasot_ext', 'cat-1'), GT[:4])
+  write_results(result_path(results, 'good', 'lasot_ext', 'cat-2'), GT[:4])
+  write_results(result_path(results, 'broken', 'lasot_ext', 'cat-1'), np.full((4, 4), np.nan))
+  run = _evaluate('--dataset=lasot_ext', f'--data_dir={lasot_tree}', f'--results_dir={results}',
+                  '--noplots')
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines() == [
+      'error: every sequence (2) failed for broken, so nothing was scored (reasons: the FAILED '
+      'lines above)']
+  assert 'FAILED broken/cat-1: NaN in the prediction' in run.stdout
+  assert 'FAILED broken/cat-2: missing result file' in run.stdout
+  with open(os.path.join(results, 'metrics.json')) as f:
+    assert json.load(f)['good']['lasot_ext']['sequences'] == 2  # the table and file are still written
+  run = _evaluate('--dataset=lasot_ext', f'--data_dir={lasot_tree}', f'--results_dir={results}',
+                  '--trackers=good', '--noplots')
+  assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--results_dir=/nowhere'], '--results_dir=/nowhere is not a folder'),
+    (['--trackers=good,nope'], 'no tracker folder nope under '),
+    (['--data_dir=/nowhere'], 'lasot_ext: data root /nowhere is not a folder'),
+    (['--protocol=pytrack'], 'flag --protocol=pytrack: value should be one of'),
+])
+def test_evaluate_mistakes_are_one_line_and_exit_2(lasot_tree, tmp_path, args, message):
+  from tests.test_tracker import usage_error
+  results = str(tmp_path / 'results')
+  write_results(result_path(results, 'good', 'lasot_ext', 'cat-1'), GT[:4])
+  line = usage_error('cost_jax.evaluate', '--dataset=lasot_ext', f'--data_dir={lasot_tree}',
+                     f'--results_dir={results}', *args)
+  assert message in line

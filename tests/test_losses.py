@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from cost_jax import losses
 
@@ -47,11 +48,24 @@ def test_box_losses_hand_value_and_global_normaliser():
   np.testing.assert_allclose(giou, (1 - 1 / 3) / 3, rtol=1e-5)
 
 
+def test_localisation_loss_hand_value():
+  """-log(softmax mass on the positives), averaged over rows: a look-alike as strong as the target
+  costs log 2 whatever the negative weight, a clear winner costs ~0."""
+  logits = np.array([[3.0, 3.0, -20.0, -20.0], [1.0, 2.0, 0.0, -1.0]], np.float32)
+  labels = np.array([[1, 0, 0, 0], [0, 1, 1, 0]], np.float32)
+  expected_0 = -math.log(math.exp(3) / (2 * math.exp(3) + 2 * math.exp(-20)))
+  mass = (math.exp(2) + math.exp(0)) / (math.exp(1) + math.exp(2) + math.exp(0) + math.exp(-1))
+  got = float(losses.localisation_loss(logits, labels))
+  assert got == pytest.approx((expected_0 - math.log(mass)) / 2, rel=1e-5)
+  assert expected_0 == pytest.approx(math.log(2), rel=1e-6)
+  assert float(losses.localisation_loss(np.array([[9.0, -9.0]]), np.array([[1.0, 0.0]]))) < 1e-6
+
+
 def test_detection_losses_obj_head_uses_the_single_box():
   gt = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
   out = {'boxes': np.array([[[0.5, 0.6, 0.2, 0.2]]], np.float32)}
   got = losses.detection_losses(out, gt, _grid_centers(4), 0.0625)
-  assert float(got['cls']) == 0.0
+  assert float(got['cls']) == 0.0 and float(got['loc']) == 0.0
   np.testing.assert_allclose(got['l1'], 0.1, rtol=1e-5)
 
 
@@ -100,7 +114,9 @@ def test_coa_with_distinct_keys_is_clip_loss():
 
 
 def test_total_loss_weights():
-  cfg = ml_collections.ConfigDict(dict(w_cls=8.334, w_l1=5.0, w_giou=2.0, w_coa=1.0))
+  cfg = ml_collections.ConfigDict(dict(w_cls=8.334, w_l1=5.0, w_giou=2.0, w_coa=1.0, w_loc=0.5))
   parts = {'cls': jnp.float32(1.0), 'l1': jnp.float32(2.0), 'giou': jnp.float32(3.0),
            'coa': jnp.float32(4.0)}
   np.testing.assert_allclose(losses.total_loss(parts, cfg), 8.334 + 10 + 6 + 4, rtol=1e-6)
+  parts['loc'] = jnp.float32(6.0)
+  np.testing.assert_allclose(losses.total_loss(parts, cfg), 8.334 + 10 + 6 + 4 + 3, rtol=1e-6)

@@ -304,3 +304,76 @@ def test_sequence_keys_unique_across_datasets(tmp_path):
   b, = readers.load_dataset('lasot_ext', str(tmp_path / 'b'))
   assert a.sequence_key != b.sequence_key
   assert a.sequence_key == readers.load_dataset('lasot', str(tmp_path / 'a'))[0].sequence_key
+
+
+# --------------------------------------------------------------------------- errors name their file
+
+
+def test_bad_relative_speed_names_file_and_line_and_later_problems_are_reported_too(tmp_path):
+  root = str(tmp_path)
+  vlsot_sequence(root, 'bird_1', speed='fast abc\n')
+  vlsot_sequence(root, 'bird_2')
+  vlsot_sequence(root, 'bird_3')
+  write(os.path.join(root, 'bird_3', 'groundtruth_rect.txt'), '1,2,3,4\n')  # 1 box, 4 frames
+  scan = readers.scan_dataset('vlsot270', root)
+  assert [s.name for s in scan.sequences] == ['bird_2']  # the scan went on past bird_1
+  with pytest.raises(readers.DatasetError) as e:
+    readers.load_dataset('vlsot270', root)
+  message = str(e.value)
+  speed = os.path.join(root, 'bird_1', 'relative_speed.txt')
+  assert f"{speed}: line 1: not a number: 'fast'" in message and '2 problem(s)' in message
+  assert f'{os.path.join(root, "bird_3", "imgs")}: 4 frames but 1 boxes' in message
+
+
+def test_utf16_groundtruth_is_a_named_error_and_a_utf8_bom_is_accepted(tmp_path):
+  root = str(tmp_path)
+  folder = lasot_sequence(root, 'cat-1')
+  gt = os.path.join(folder, 'groundtruth.txt')
+  with open(gt, 'wb') as f:
+    f.write(rows(BOXES).encode('utf-16'))  # b'\xff\xfe' + UTF-16-LE
+  with pytest.raises(readers.DatasetError) as e:
+    readers.load_dataset('lasot', root)
+  assert str(e.value).splitlines() == [f'lasot: error: {gt}: UTF-16 text (starts with a UTF-16 '
+                                       'byte-order mark); save it as UTF-8 or ASCII']
+  assert not isinstance(e.value, UnicodeDecodeError)
+  with open(gt, 'wb') as f:
+    f.write(b'1,2,3,4\n\xe9,2,3,4\n')  # Latin-1, not UTF-8
+  with pytest.raises(readers.DatasetError, match=r'groundtruth.txt: line 2: not UTF-8 text \(byte 0xe9'):
+    readers.load_dataset('lasot', root)
+  with open(gt, 'wb') as f:
+    f.write(b'\xef\xbb\xbf' + rows(BOXES).encode())
+  seq, = readers.load_dataset('lasot', root)
+  np.testing.assert_array_equal(seq.boxes, BOXES)
+
+
+def test_empty_otb_query_is_reported_with_the_query_file(tmp_path):
+  root = str(tmp_path)
+  otb_video(os.path.join(root, 'OTB_videos'), 'Skating2-1', range(1, 474),
+            annotations={'groundtruth_rect.txt': rows([[5, 6, 7, 8]] * 473)})
+  write(os.path.join(root, 'OTB_query_test', 'Skating2-1.txt'), '\n')
+  scan = readers.scan_dataset('otb99_lang', root, split='test')
+  assert [str(p) for p in scan.problems] == [
+      f'warning: {os.path.join(root, "OTB_query_test", "Skating2-1.txt")}: empty sentence']
+
+
+def test_names_read_only_the_named_sequences_and_unknown_names_are_named(tmp_path):
+  root = str(tmp_path)
+  lasot_sequence(root, 'cat-1')
+  lasot_sequence(root, 'cat-2')
+  write(os.path.join(root, 'cat', 'cat-2', 'groundtruth.txt'), 'garbage\n')  # never read below
+  seq, = readers.load_dataset('lasot', root, names=['cat-1'])
+  assert seq.name == 'cat-1'
+  with pytest.raises(readers.DatasetError, match='garbage'):
+    readers.load_dataset('lasot', root)
+  with pytest.raises(readers.DatasetError) as e:
+    readers.load_dataset('lasot', root, names=['cat-1', 'cta-1', 'dog'])
+  assert str(e.value) == f'lasot: no sequence named cta-1, dog under {root}; it holds 2 (cat-1, cat-2)'
+  vlsot_sequence(str(tmp_path / 'v'), 'bird_1')
+  with pytest.raises(readers.DatasetError, match='no sequence named bird'):
+    readers.load_dataset('vlsot230', str(tmp_path / 'v'), names=['bird'])
+
+
+def test_frame_order_is_numeric():
+  from input_pipeline.readers import common
+  paths = ['/s/10.jpg', '/s/2.jpg', '/s/1.jpg', '/s/11.jpg']
+  assert sorted(paths, key=common.frame_order) == ['/s/1.jpg', '/s/2.jpg', '/s/10.jpg', '/s/11.jpg']

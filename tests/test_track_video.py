@@ -358,7 +358,7 @@ BAD = {  # name -> (extra setup, flags, words the one line must hold)
     'no_video_stream': ('mp4', ['--box=20,50,10,10'], 'no video stream'),
     'box_outside': (None, ['--box=170,50,10,10'], 'outside the 160 x 120 frame'),
     'box_zero_size': (None, ['--box=20,50,0,10'], 'zero or negative size'),
-    'missing_checkpoint': (None, ['--box=20,50,10,10', '--workdir=MISSING'], 'No checkpoint'),
+    'missing_checkpoint': (None, ['--box=20,50,10,10', '--workdir=MISSING'], 'no checkpoint in --workdir'),
     'empty_sentence_no_box': (None, ['--sentence=  '], 'empty --sentence'),
     'three_number_box': (None, ['--box=20,50,10'], '3 numbers, expected 4'),
 }
@@ -434,7 +434,7 @@ def test_batched_sentence_start_uses_the_grounded_box(files, tmp_path):
   evaluator = tracker.BatchedEvaluator(config, files['variables'], tok, num_slots=2, model=model,
                                        init='sentence')
   out = str(tmp_path / 'cost_sentence' / 'synthetic')
-  assert track.track_dataset(evaluator, sequences, out, progress=False) == ['b', 'a']
+  assert track.track_dataset(evaluator, sequences, out, progress=False).tracked == ['b', 'a']
   t = tracker.Tracker(config, files['variables'], tok, model=model)
   for s in sequences:
     rows = result_rows(track.result_path(out, s))

@@ -185,12 +185,10 @@ def relative(a, b):
 
 
 def one_by_one(setup, sequence):
-  """[N, 4] boxes of the single-sequence Tracker (frame 0 = ground truth)."""
-  t = setup['tracker']
-  frames = [tracker.load_frame(p) for p in sequence.frames]
-  boxes = [t.initialize(frames[0], sequence.boxes[0], sequence.sentence)['target_bbox']]
-  boxes += [t.track(f)['target_bbox'] for f in frames[1:]]
-  return np.array(boxes)
+  """[N, 4] boxes of the single-sequence Tracker from the frame files (frame 0 = ground truth)."""
+  boxes, bad = setup['tracker'].track_files(sequence.frames, sequence.boxes[0], sequence.sentence)
+  assert bad == []
+  return boxes
 
 
 def test_jitted_step_equals_step_run_op_by_op(setup):
@@ -259,7 +257,7 @@ def test_track_resume_skips_finished_sequences_and_gives_identical_files(setup, 
                                        num_slots=1, model=setup['model'])
   seqs = setup['sequences']
   out = str(tmp_path / 'cost' / 'synthetic')
-  assert track.track_dataset(evaluator, seqs, out, progress=False) == ['a', 'b', 'c']
+  assert track.track_dataset(evaluator, seqs, out, progress=False).tracked == ['a', 'b', 'c']
   paths = {s.name: track.result_path(out, s) for s in seqs}
   first = {name: open(p).read() for name, p in paths.items()}
   assert len(first['a'].splitlines()) == 7
@@ -267,10 +265,172 @@ def test_track_resume_skips_finished_sequences_and_gives_identical_files(setup, 
   os.remove(paths['b'])  # never finished
   with open(paths['c'], 'w') as f:
     f.write(first['c'].splitlines()[0] + '\n')  # interrupted half-way
-  assert track.track_dataset(evaluator, seqs, out, progress=False) == ['b', 'c']
+  assert track.track_dataset(evaluator, seqs, out, progress=False).tracked == ['b', 'c']
   assert os.stat(paths['a']).st_mtime_ns == mtime
   assert {name: open(p).read() for name, p in paths.items()} == first
-  assert track.track_dataset(evaluator, seqs, out, progress=False) == []
+  assert track.track_dataset(evaluator, seqs, out, progress=False).tracked == []
+
+
+# ---------------------------------------------------------------- bad input while tracking
+
+def damaged_copy(root, sequence, name, bad=(), missing=(), first_box=None):
+  """A copy of `sequence` named `name`: frames `bad` (0-based) hold random bytes, frames `missing`
+  do not exist, and first_box (when given) replaces the first ground-truth box."""
+  folder = os.path.join(root, name)
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(len(name))
+  frames = []
+  for i, path in enumerate(sequence.frames):
+    copy = os.path.join(folder, os.path.basename(path))
+    if i in bad:
+      with open(copy, 'wb') as f:
+        f.write(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    elif i not in missing:
+      with open(path, 'rb') as src, open(copy, 'wb') as dst:
+        dst.write(src.read())
+    frames.append(copy)
+  boxes = sequence.boxes.copy()
+  if first_box is not None:
+    boxes[0] = first_box
+  return sequence_lib.Sequence(name, sequence.dataset, frames, boxes, sequence.visible,
+                               sequence.sentence)
+
+
+def step_from(setup, sequence, box, frame):
+  """One step of the single-sequence Tracker on `frame` from `box` (template: the first frame)."""
+  t = setup['tracker']
+  t.initialize(tracker.load_frame(sequence.frames[0]), sequence.boxes[0], sequence.sentence)
+  t.state = dict(t.state, box=np.asarray(box, np.float32))
+  return t.track(frame)['target_bbox']
+
+
+def test_unreadable_frames_keep_the_previous_box_and_every_sequence_finishes(setup, tmp_path):
+  """A garbage PNG in one sequence and a missing file in another, sharing the 2 slots with a clean
+  one: all three finish; each bad frame keeps the previous box, is recorded, and the next frame is
+  tracked from that box (the slot's state got it back, not the box of a step on a blank frame)."""
+  a, b, c = setup['sequences']
+  root = str(tmp_path)
+  a_bad = damaged_copy(root, a, 'a_bad', bad=[3])
+  b_bad = damaged_copy(root, b, 'b_bad', missing=[2])
+  results = {r.sequence.name: r for r in setup['evaluator'].run([a_bad, b_bad, c])}
+  assert sorted(results) == ['a_bad', 'b_bad', 'c'] and not any(r.failure for r in results.values())
+  assert results['c'].bad_frames == () and results['c'].boxes.shape == (len(c), 4)
+  for seq, k, error in ((a_bad, 3, 'UnidentifiedImageError'), (b_bad, 2, 'FileNotFoundError')):
+    r = results[seq.name]
+    (bad,) = r.bad_frames
+    assert (bad.frame, bad.path) == (k + 1, seq.frames[k]) and f'unreadable frame ({error}' in bad.reason
+    assert r.boxes.shape == (len(seq), 4)
+    np.testing.assert_array_equal(r.boxes[k], r.boxes[k - 1])
+    if k + 1 < len(seq):
+      after = step_from(setup, seq, r.boxes[k], tracker.load_frame(seq.frames[k + 1]))
+      assert relative(r.boxes[k + 1], after) <= 1e-5
+  # a step on a blank frame would have moved the box: the check above can tell the two apart
+  blank = np.zeros((90, 120, 3), np.uint8)
+  assert relative(step_from(setup, a_bad, results['a_bad'].boxes[3], blank),
+                  results['a_bad'].boxes[3]) > 1e-3
+
+
+def test_a_step_where_no_slot_has_a_frame_runs_nothing_and_keeps_the_boxes(setup, tmp_path):
+  c = setup['sequences'][2]
+  c_bad = damaged_copy(str(tmp_path), c, 'c_bad', bad=[1, 2])
+  (r,) = setup['evaluator'].run([c_bad])
+  assert [b.frame for b in r.bad_frames] == [2, 3]
+  np.testing.assert_array_equal(r.boxes[1], r.boxes[0])
+  np.testing.assert_array_equal(r.boxes[2], r.boxes[0])
+  assert relative(r.boxes[3], step_from(setup, c_bad, r.boxes[0],
+                                        tracker.load_frame(c_bad.frames[3]))) <= 1e-5
+
+
+def test_sequences_that_cannot_start_fail_by_name_and_the_others_go_on(setup, tmp_path):
+  """Unreadable first frame, NaN / negative-size / outside-the-frame first box: each sequence fails
+  with its reason in the result and in tracking_report.json, gets no result file; b is tracked."""
+  from cost_jax.evaluation import results_io
+  b = setup['sequences'][1]  # 100 x 70 px frames
+  root = str(tmp_path)
+  bad = [damaged_copy(root, b, 'first_frame', bad=[0]),
+         damaged_copy(root, b, 'nan_box', first_box=[np.nan] * 4),
+         damaged_copy(root, b, 'negative', first_box=[65, 48, -13, 13]),
+         damaged_copy(root, b, 'outside', first_box=[500, 10, 10, 8])]
+  out = os.path.join(root, 'results')
+  done = track.track_dataset(setup['evaluator'], bad[:2] + [b] + bad[2:], out, progress=False)
+  assert done.tracked == ['b'] and done.kept == []
+  assert sorted(done.failed) == ['first_frame', 'nan_box', 'negative', 'outside']
+  assert done.failed['first_frame'].startswith(f'first frame {bad[0].frames[0]}: unreadable frame')
+  assert done.failed['nan_box'] == 'invalid first box: box [nan, nan, nan, nan] is not finite'
+  assert 'has zero or negative size' in done.failed['negative']
+  assert 'lies entirely outside the 100 x 70 frame' in done.failed['outside']
+  assert sorted(os.listdir(out)) == ['b.txt', 'b_time.txt', results_io.TRACKING_REPORT]
+  assert results_io.read_tracking_report(out) == {'failed': done.failed, 'bad_frames': {}}
+
+
+def test_rerun_keeps_finished_results_says_so_and_overwrite_tracks_again(setup, tmp_path):
+  from cost_jax.evaluation import results_io
+  a, _, c = setup['sequences']
+  a_bad = damaged_copy(str(tmp_path), a, 'a_bad', bad=[3])
+  out = str(tmp_path / 'results')
+  printed = []
+  first = track.track_dataset(setup['evaluator'], [a_bad, c], out, progress=False,
+                              echo=printed.append)
+  assert sorted(first.tracked) == ['a_bad', 'c'] and printed == []
+  report = results_io.read_tracking_report(out)
+  assert report == {'failed': {}, 'bad_frames': {'a_bad': [
+      {'frame': 4, 'file': a_bad.frames[3], 'reason': first.bad_frames['a_bad'][0].reason}]}}
+  stale = os.path.join(out, 'nan_box.txt')  # an old run's all-NaN file of a sequence that now fails
+  nan_box = damaged_copy(str(tmp_path), c, 'nan_box', first_box=[np.nan] * 4)
+  results_io.write_results(stale, np.full((len(c), 4), np.nan))
+  results_io.write_times(stale, np.zeros(len(c)))
+  for name in ('a_bad', 'c'):
+    os.utime(os.path.join(out, name + '.txt'), ns=(1, 1))
+
+  again = track.track_dataset(setup['evaluator'], [a_bad, c, nan_box], out, progress=False,
+                              echo=printed.append)
+  assert again.tracked == [] and again.kept == ['a_bad', 'c', 'nan_box']
+  assert printed == [f'{out} already holds complete results of 3 of 3 sequences: kept, not tracked '
+                     'again (--overwrite tracks them again)']
+  assert results_io.read_tracking_report(out) == report  # the kept sequences' records stay
+  assert os.stat(os.path.join(out, 'a_bad.txt')).st_mtime_ns == 1
+
+  redone = track.track_dataset(setup['evaluator'], [a_bad, c, nan_box], out, progress=False,
+                               overwrite=True, echo=printed.append)
+  assert sorted(redone.tracked) == ['a_bad', 'c'] and list(redone.failed) == ['nan_box']
+  assert len(printed) == 1 and os.stat(os.path.join(out, 'a_bad.txt')).st_mtime_ns > 1
+  assert not os.path.exists(stale) and not os.path.exists(results_io.time_path(stale))
+  assert results_io.read_tracking_report(out) == dict(report, failed=redone.failed)
+
+
+def write_tnl2k(root, specs, first_boxes=None):
+  """A TNL2K-layout tree of write_sequences videos: [(name, (H, W), frames)] -> <root>/<name>/imgs/*.png,
+  groundtruth.txt, language.txt; first_boxes {name: first line of groundtruth.txt} overrides."""
+  for name, size, length in specs:
+    folder = os.path.join(root, name)
+    seq, = write_sequences(folder, [('imgs', size, length, 'a red square')])
+    lines = [','.join(str(int(v)) for v in box) for box in seq.boxes]
+    lines[0] = (first_boxes or {}).get(name, lines[0])
+    with open(os.path.join(folder, 'groundtruth.txt'), 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+    with open(os.path.join(folder, 'language.txt'), 'w') as f:
+      f.write('a red square\n')
+
+
+def test_tnl2k_tree_with_its_damaged_test_frame_tracks_to_completion(setup, tmp_path):
+  """The TNL2K reader keeps the release's damaged frame in place; tracking records it and finishes."""
+  from cost_jax.evaluation import results_io
+  from input_pipeline import readers
+  from input_pipeline.readers import tnl2k
+  root = str(tmp_path / 'TNL2K')
+  damaged_name = tnl2k.KNOWN_DAMAGED[0].split('/imgs/')[0]
+  write_tnl2k(os.path.join(root, 'test'), [(damaged_name, (90, 120), 6), ('test_016_other', (70, 100), 4)])
+  damaged = os.path.join(root, 'test', damaged_name, 'imgs', '00000003.png')
+  with open(damaged, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n' + bytes(range(256)))  # a PNG signature, then garbage
+  sequences = readers.load_dataset('tnl2k', root, split='test')
+  out = str(tmp_path / 'results')
+  done = track.track_dataset(setup['evaluator'], sequences, out, progress=False)
+  assert sorted(done.tracked) == [damaged_name, 'test_016_other'] and done.failed == {}
+  assert [(b.frame, b.path) for b in done.bad_frames[damaged_name]] == [(3, damaged)]
+  for s in sequences:
+    assert len(results_io.read_rows(track.result_path(out, s))) == len(s)
+  assert list(results_io.read_tracking_report(out)['bad_frames']) == [damaged_name]
 
 
 @pytest.mark.heavy
@@ -295,6 +455,76 @@ def _run(*args):
                        env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   return run.stdout
+
+
+def usage_error(*args):
+  """Runs `python -m args...`; asserts exit code 2 and one stderr line 'error: ...' (no traceback);
+  returns that line."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, '-m', *args], capture_output=True, text=True, cwd=root,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False, timeout=300)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), run.stderr[-3000:]
+  return lines[0]
+
+
+def tiny_workdir(path):
+  """A workdir holding one checkpoint of configs/cost_tiny.py's model with random weights."""
+  from cost_jax import checkpoints
+  saver = checkpoints.Checkpointer(path, async_save=False)
+  saver.save(1, random_variables(cost.COST(cost_tiny.get_config().model)), {'next_step': 1}, -1)
+  saver.close()
+  return path
+
+
+@pytest.fixture(scope='module')
+def tnl2k_tree(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('tnl2k'))
+  write_tnl2k(root, [('nan_box', (70, 100), 3), ('negative', (70, 100), 3)],
+              first_boxes={'nan_box': 'nan,nan,nan,nan', 'negative': '65,48,-13,13'})
+  return root
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--sequences=negative,typo,tpyo'], 'tnl2k: no sequence named typo, tpyo under '),
+    (['--data_dir=/nowhere'], 'tnl2k: data root /nowhere is not a folder'),
+    (['--slots=0'], 'flag --slots=0: 0 is not a positive integer'),
+    (['--dataset=tnl2kk'], "unknown dataset 'tnl2kk'"),
+])
+def test_track_command_mistakes_are_one_line_and_exit_2(tnl2k_tree, tmp_path, args, message):
+  line = usage_error('cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={tmp_path}',
+                     '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={tmp_path}', *args)
+  assert message in line
+
+
+def test_track_command_without_a_checkpoint_is_one_line(tnl2k_tree, tmp_path):
+  line = usage_error('cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={tmp_path}/w',
+                     '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={tmp_path}')
+  assert line == f'error: no checkpoint in --workdir={tmp_path}/w (no step folder in {tmp_path}/w/checkpoints)'
+
+
+def test_track_command_with_no_startable_sequence_names_each_and_exits_2(tnl2k_tree, tmp_path):
+  """NaN and negative-width first boxes: both sequences fail by name, no result file, exit code 2."""
+  import subprocess
+  import sys
+  from cost_jax.evaluation import results_io
+  work, results = tiny_workdir(str(tmp_path / 'work')), str(tmp_path / 'results')
+  run = subprocess.run(
+      [sys.executable, '-m', 'cost_jax.track', '--config=configs/cost_tiny.py', f'--workdir={work}',
+       '--dataset=tnl2k', f'--data_dir={tnl2k_tree}', f'--results_dir={results}'],
+      capture_output=True, text=True, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = os.path.join(results, 'cost', 'tnl2k')
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      'error: none of the 2 sequences could be tracked (listed in '
+      f'{results_io.tracking_report_path(out)})')
+  assert 'nan_box: not tracked: invalid first box: box [nan, nan, nan, nan] is not finite' in run.stderr
+  assert 'FAILED negative: invalid first box: box [65.0, 48.0, -13.0, 13.0] has zero or negative size' in run.stdout
+  assert os.listdir(out) == [results_io.TRACKING_REPORT]
+  assert sorted(results_io.read_tracking_report(out)['failed']) == ['nan_box', 'negative']
 
 
 @pytest.mark.heavy

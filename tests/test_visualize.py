@@ -1,8 +1,11 @@
 """Visualisation: boxes and sentence where they belong, a GIF round trip, and [OBJ] attention computed
 on exactly the crops the tracker used."""
 
+import os
+
 import numpy as np
 from PIL import Image
+import pytest
 
 from cost_jax import tracker
 from cost_jax import visualize
@@ -85,3 +88,45 @@ def test_attention_note_on_a_second_strip_line():
   strip = visualize.TEXT_STRIP_PX
   assert image.shape == (40 + 2 * strip, 60, 3)
   assert image[strip:2 * strip].max() > 200 and image[2 * strip:].max() == 0
+
+
+def test_an_unreadable_frame_is_drawn_black_and_labelled(setup, tmp_path):  # noqa: F811
+  from tests.test_tracker import damaged_copy
+  seq = damaged_copy(str(tmp_path), setup['sequences'][1], 'b_bad', bad=[2])
+  path = visualize.render(seq, seq.boxes, str(tmp_path / 'b.gif'))
+  with Image.open(path) as gif:
+    assert gif.n_frames == len(seq)
+    gif.seek(2)
+    frame = np.asarray(gif.convert('RGB'))[visualize.TEXT_STRIP_PX:]
+    gif.seek(1)
+    before = np.asarray(gif.convert('RGB'))[visualize.TEXT_STRIP_PX:]
+  x, y, w, h = (int(v) for v in seq.boxes[2])
+  outside = np.ones(frame.shape[:2], bool)
+  outside[y - 1:y + h + 1, x - 1:x + w + 1] = False  # the boxes are still drawn
+  assert frame[outside].max() == 0 and before[outside].max() > 0
+
+
+@pytest.fixture(scope='module')
+def tree_and_results(tmp_path_factory):
+  from cost_jax.evaluation import results_io
+  from tests.test_tracker import write_tnl2k
+  root = str(tmp_path_factory.mktemp('vis'))
+  write_tnl2k(os.path.join(root, 'data'), [('seq_a', (70, 100), 3), ('seq_b', (70, 100), 3)])
+  results = os.path.join(root, 'results')
+  results_io.write_results(results_io.result_path(results, 'cost', 'tnl2k', 'seq_b'), np.ones((2, 4)))
+  return os.path.join(root, 'data'), results
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--sequence=seq_c'], 'tnl2k: no sequence named seq_c under '),
+    (['--sequence=seq_a'], 'missing result file '),
+    (['--sequence=seq_b'], 'seq_b.txt: 2 boxes for the 3 frames of seq_b'),
+    (['--sequence=seq_b', '--attention'], '--attention needs --config and --workdir'),
+    (['--sequence=seq_b', '--fps=x'], "flag --fps=x: invalid literal for int() with base 10: 'x'"),
+])
+def test_visualize_mistakes_are_one_line_and_exit_2(tree_and_results, args, message):
+  from tests.test_tracker import usage_error
+  data, results = tree_and_results
+  line = usage_error('cost_jax.visualize', '--dataset=tnl2k', f'--data_dir={data}',
+                     f'--results_dir={results}', *args)
+  assert message in line

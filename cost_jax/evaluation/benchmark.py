@@ -2,8 +2,11 @@
 
 `evaluate(sequences, results_dir, trackers, dataset, protocol, compat=False)` -> {tracker: {dataset: {
 'auc', 'precision', 'norm_precision', 'np_auc', 'ciou_auc', 'macc', 'frames', 'sequences', 'failed',
-'protocol', 'result_format'}}}: fractions in [0, 1], None where the protocol does not define a metric,
-'failed' = {sequence name: reason} (those sequences are reported, never scored).
+'protocol', 'result_format'[, 'tracking']}}}: fractions in [0, 1], None where the protocol does not
+define a metric, 'failed' = {sequence name: reason} (those sequences are reported, never scored).
+'tracking' (only when the tracker folder holds cost_jax.track's tracking_report.json) = that report
+restricted to the scored dataset's sequences: {'failed': {name: reason}, 'bad_frames': {name: [...]}},
+or {'error': why it could not be read}.
 """
 
 import dataclasses
@@ -12,8 +15,8 @@ import os
 import numpy as np
 
 from cost_jax.evaluation import metrics as M
-from cost_jax.evaluation.results_io import (SequenceFailure, is_integer_format, read_rows, result_path,
-                                            rows_to_boxes)
+from cost_jax.evaluation.results_io import (SequenceFailure, is_integer_format, read_rows,
+                                            read_tracking_report, result_path, rows_to_boxes)
 
 
 @dataclasses.dataclass
@@ -28,9 +31,11 @@ class SequenceScore:
 
 @dataclasses.dataclass
 class TrackerResult:
-  """All sequences of one tracker on one dataset: scored ones by name, failed ones by name -> reason."""
+  """All sequences of one tracker on one dataset: scored ones by name, failed ones by name -> reason,
+  and the folder's tracking report (None when it has none; {'error': ...} when unreadable)."""
   scores: dict
   failed: dict
+  tracking: dict | None = None
 
 
 PLOTS_DIR = 'plots'  # the report's own output folder under results_dir: never a tracker
@@ -70,16 +75,31 @@ def score_sequence(path, seq, protocol, compat=False):
   return SequenceScore(curves, accuracy, frames, is_integer_format(rows))
 
 
+def tracking_report(results_dir, tracker, dataset):
+  """The tracking report of `<results_dir>/<tracker>/<dataset>` (None when there is none;
+  {'error': reason} when it cannot be read)."""
+  try:
+    return read_tracking_report(os.path.join(results_dir, tracker, dataset))
+  except ValueError as e:
+    return {'error': str(e)}
+
+
 def score_tracker(sequences, results_dir, tracker, dataset, protocol, compat=False):
-  """TrackerResult for `<results_dir>/<tracker>/<dataset>/<sequence>.txt` over `sequences`."""
+  """TrackerResult for `<results_dir>/<tracker>/<dataset>/<sequence>.txt` over `sequences`.
+
+  A sequence the tracking report lists as failed, with no result file, fails as 'not tracked: why'.
+  """
+  tracking = tracking_report(results_dir, tracker, dataset)
+  not_tracked = (tracking or {}).get('failed', {})
   scores, failed = {}, {}
   for seq in sequences:
+    path = result_path(results_dir, tracker, dataset, seq.name)
     try:
-      scores[seq.name] = score_sequence(
-          result_path(results_dir, tracker, dataset, seq.name), seq, protocol, compat)
+      scores[seq.name] = score_sequence(path, seq, protocol, compat)
     except SequenceFailure as e:
-      failed[seq.name] = str(e)
-  return TrackerResult(scores, failed)
+      missing = seq.name in not_tracked and not os.path.exists(path)
+      failed[seq.name] = f'not tracked: {not_tracked[seq.name]}' if missing else str(e)
+  return TrackerResult(scores, failed, tracking)
 
 
 def result_format(scores):
@@ -101,6 +121,10 @@ def tracker_metrics(result, protocol, names=None):
   out['failed'] = {n: r for n, r in result.failed.items() if n in wanted}
   out['protocol'] = protocol
   out['result_format'] = result_format(scores)
+  if result.tracking is not None:
+    out['tracking'] = ({k: {n: v for n, v in result.tracking[k].items() if n in wanted}
+                        for k in ('failed', 'bad_frames')}
+                       if 'error' not in result.tracking else dict(result.tracking))
   return out
 
 

@@ -37,6 +37,21 @@ def format_failures(table):
                    for t, m in table.items() for name, reason in m['failed'].items())
 
 
+def format_tracking_notes(table):
+  """One line per tracker whose tracking report records unreadable frames or cannot be read."""
+  lines = []
+  for t, m in table.items():
+    tracking = m.get('tracking') or {}
+    if 'error' in tracking:
+      lines.append(f'WARNING {t}: {tracking["error"]}')
+    bad = tracking.get('bad_frames', {})
+    if bad:
+      frames = sum(len(v) for v in bad.values())
+      lines.append(f'NOTE {t}: {frames} unreadable frame(s) in {len(bad)} sequence(s) kept the '
+                   'previous box while tracking (metrics.json: tracking.bad_frames)')
+  return '\n'.join(lines)
+
+
 def update_metrics_json(path, metrics):
   """Merge {tracker: {dataset: ...}} into the metrics.json at `path` (other datasets kept)."""
   old = {}
@@ -64,6 +79,9 @@ def run(sequences, results_dir, dataset, trackers=None, protocol=None, compat=Fa
     if len({frozenset(m['failed']) for m in table.values()}) > 1:
       # pytracking's skip_missing_seq drops a sequence for every tracker; here each tracker keeps its own
       echo('NOTE: trackers were scored on different sequence sets (see FAILED above)')
+  notes = format_tracking_notes(table)
+  if notes:
+    echo(notes)
   metrics = {t: {dataset: m} for t, m in table.items()}
   update_metrics_json(os.path.join(results_dir, 'metrics.json'), metrics)
 

@@ -1,9 +1,14 @@
 """Result files: `<results_dir>/<tracker>/<dataset>/<sequence>.txt` and `<sequence>_time.txt`.
 
 One `x,y,w,h` line per frame (pixels). The tracker writes them with `write_results` / `write_times`;
-the metrics read them (ours and other trackers' published raw results) with `read_rows`.
+the metrics read them (ours and other trackers' published raw results) with `read_rows`. Beside them,
+`tracking_report.json` (written by cost_jax.track, copied into metrics.json by cost_jax.evaluate):
+
+  {"failed": {sequence: reason},                    # not tracked, no result file
+   "bad_frames": {sequence: [{"frame": 1-based number, "file": path, "reason": why}]}}  # box carried over
 """
 
+import json
 import math
 import os
 import re
@@ -23,6 +28,42 @@ def result_path(results_dir, tracker, dataset, sequence):
 def time_path(path):
   """`<sequence>_time.txt` beside the result file `<sequence>.txt` (pytracking's name)."""
   return path[:-len('.txt')] + '_time.txt' if path.endswith('.txt') else path + '_time.txt'
+
+
+TRACKING_REPORT = 'tracking_report.json'
+
+
+def tracking_report_path(folder):
+  """<results_dir>/<tracker>/<dataset>/tracking_report.json for that folder."""
+  return os.path.join(folder, TRACKING_REPORT)
+
+
+def empty_tracking_report():
+  return {'failed': {}, 'bad_frames': {}}
+
+
+def read_tracking_report(folder):
+  """The tracking report in `folder` (see the module docstring), or None when there is none.
+
+  Raises ValueError naming the file when it is not such a report.
+  """
+  path = tracking_report_path(folder)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      report = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: unreadable tracking report ({type(e).__name__}: {e})') from None
+  if not (isinstance(report, dict) and isinstance(report.get('failed'), dict)
+          and isinstance(report.get('bad_frames'), dict)):
+    raise ValueError(f"{path}: not a tracking report (needs the objects 'failed' and 'bad_frames')")
+  return {'failed': report['failed'], 'bad_frames': report['bad_frames']}
+
+
+def write_tracking_report(folder, report):
+  """Write {'failed': ..., 'bad_frames': ...} to `folder`/tracking_report.json (atomically)."""
+  _write_atomically(tracking_report_path(folder), json.dumps(report, indent=1, sort_keys=True) + '\n')
 
 
 def _write_atomically(path, text):

@@ -22,7 +22,7 @@ from input_pipeline.readers.common import MissingPathError
 from input_pipeline.readers.common import Problem
 from input_pipeline.readers.common import Scan
 
-# name -> scan(root, split, attributes_file) -> Scan
+# name -> scan(root, split, attributes_file, names) -> Scan
 DATASETS = {
     'lasot': functools.partial(lasot.scan, dataset='lasot'),
     'lasot_ext': functools.partial(lasot.scan, dataset='lasot_ext'),
@@ -43,8 +43,11 @@ EXPECTED_COUNTS = {
 }
 
 
-def scan_dataset(name, root, split=None, attributes_file=None):
-  """Scan (sequences + every problem found) of dataset `name` at `root`; never raises on bad data."""
+def scan_dataset(name, root, split=None, attributes_file=None, names=None):
+  """Scan (sequences + every problem found) of dataset `name` at `root`; never raises on bad data.
+
+  names: build only these sequences (None: all); the tree is listed, but no other sequence is read.
+  """
   if name not in DATASETS:
     raise DatasetError(f'unknown dataset {name!r}; known: {", ".join(DATASETS)}')
   if not root:
@@ -52,19 +55,29 @@ def scan_dataset(name, root, split=None, attributes_file=None):
   if not os.path.isdir(root):
     raise MissingPathError(f'{name}: data root {root} is not a folder')
   try:
-    return DATASETS[name](root, split=split, attributes_file=attributes_file)
+    return DATASETS[name](root, split=split, attributes_file=attributes_file, names=names)
   except common.SequenceProblem as e:  # the layout itself (a split folder, a table) is missing
     return Scan(problems=[Problem(e.path, e.reason)])
 
 
-def load_dataset(name, root, split=None, attributes_file=None):
+def load_dataset(name, root, split=None, attributes_file=None, names=None):
   """list[Sequence] of dataset `name` ('lasot', 'lasot_ext', 'tnl2k', 'otb99_lang', 'vlsot230',
   'vlsot270', 'got10k', 'synthetic') at root; split as the reader defines (None = all).
 
-  Raises DatasetError naming each path and reason when the tree is malformed or holds nothing.
+  names: only these sequences (None: all), and only they are read and validated.
+  Raises DatasetError naming each path and reason when the tree (or a named sequence) is malformed
+  or holds nothing, and naming every requested name the tree does not hold.
   """
-  scan = scan_dataset(name, root, split, attributes_file)
+  scan = scan_dataset(name, root, split, attributes_file, names)
   scan.raise_errors(name)
+  if names is not None:
+    listed = set(scan.listed)
+    unknown = [n for n in dict.fromkeys(names) if n not in listed]
+    if unknown:
+      where = f'{root}' + (f' (split {split!r})' if split else '')
+      examples = ', '.join(scan.listed[:3]) + (', ...' if len(scan.listed) > 3 else '')
+      raise DatasetError(f'{name}: no sequence named {", ".join(unknown)} under {where}; it holds '
+                         f'{len(scan.listed)}' + (f' ({examples})' if examples else ''))
   if not scan.sequences:
     raise DatasetError(f'{name}: no sequences under {root} (split {split!r})')
   return scan.sequences

@@ -38,19 +38,31 @@ class Problem:
 
 @dataclasses.dataclass
 class Scan:
-  """A reader's result: sequences built, problems found (in tree order)."""
+  """A reader's result: sequences built, problems found (in tree order), and the names of every
+  sequence the tree lists (`listed`, before a `names=` selection), so a requested name that is not
+  there can be reported."""
   sequences: list = dataclasses.field(default_factory=list)
   problems: list = dataclasses.field(default_factory=list)
+  listed: list = dataclasses.field(default_factory=list)
+
+  def extend(self, other):
+    """Append another Scan's sequences, problems and listed names (a dataset read in parts)."""
+    self.sequences += other.sequences
+    self.problems += other.problems
+    self.listed += other.listed
 
   def errors(self):
     return [p for p in self.problems if p.level == 'error']
 
   def raise_errors(self, dataset, limit=20):
+    """DatasetError listing every error-level problem (one line when there is one)."""
     errors = self.errors()
+    cls = MissingPathError if all('missing' in p.reason for p in errors) else DatasetError
+    if len(errors) == 1:
+      raise cls(f'{dataset}: {errors[0]}')
     if errors:
       shown = '\n  '.join(str(p) for p in errors[:limit])
       more = f'\n  ... and {len(errors) - limit} more' if len(errors) > limit else ''
-      cls = MissingPathError if all('missing' in p.reason for p in errors) else DatasetError
       raise cls(f'{dataset}: {len(errors)} problem(s); run `python -m input_pipeline.check '
                 f'--dataset={dataset} --data_dir=...` for all of them:\n  {shown}{more}')
 
@@ -71,19 +83,44 @@ def require(path, what='file'):
   return path
 
 
+def read_lines(path):
+  """The lines of a text annotation file, decoded as UTF-8 (a UTF-8 byte-order mark is dropped).
+
+  Raises SequenceProblem naming the file for a missing file, UTF-16 text (a UTF-16 byte-order mark)
+  or bytes that are not UTF-8 (with the offset of the first), never a bare UnicodeDecodeError.
+  """
+  require(path)
+  with open(path, 'rb') as f:
+    data = f.read()
+  if data.startswith((b'\xff\xfe', b'\xfe\xff')):
+    raise SequenceProblem(path, 'UTF-16 text (starts with a UTF-16 byte-order mark); save it as '
+                                'UTF-8 or ASCII')
+  if data.startswith(b'\xef\xbb\xbf'):
+    data = data[3:]
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b'\n') + 1
+    raise SequenceProblem(path, f'line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset '
+                                f'{e.start})') from None
+  return text.splitlines()
+
+
+def _fields(line):
+  return [v for v in re.split(r'[,\s]+', line.strip()) if v]
+
+
 def read_boxes(path):
   """[N, 4] float64 (x, y, w, h) from a text file; separators comma, tab or whitespace.
 
   'nan' parses as NaN; a blank line inside the file is a row of NaN (no box for that frame).
   """
-  require(path)
-  with open(path) as f:
-    lines = f.read().splitlines()
+  lines = read_lines(path)
   while lines and not lines[-1].strip():
     lines.pop()
   rows = []
   for number, line in enumerate(lines, 1):
-    fields = [v for v in re.split(r'[,\s]+', line.strip()) if v]
+    fields = _fields(line)
     if not fields:
       rows.append([np.nan] * 4)
       continue
@@ -99,24 +136,32 @@ def read_boxes(path):
   return np.asarray(rows, np.float64)
 
 
+def read_numbers(path):
+  """Every number of a file, in order (comma-, whitespace- or line-separated) -> list of float.
+
+  Raises SequenceProblem naming the file and the line of the first field that is not a number.
+  """
+  values = []
+  for number, line in enumerate(read_lines(path), 1):
+    for field in _fields(line):
+      try:
+        values.append(float(field))
+      except ValueError:
+        raise SequenceProblem(path, f'line {number}: not a number: {field!r} in '
+                                    f'{line.strip()!r}') from None
+  return values
+
+
 def read_flags(path):
   """[N] int flags from a file of 0/1 (or small ints), comma- or line-separated."""
-  require(path)
-  with open(path) as f:
-    fields = [v for v in re.split(r'[,\s]+', f.read().strip()) if v]
-  try:
-    return np.asarray([int(float(v)) for v in fields], np.int64)
-  except ValueError:
-    raise SequenceProblem(path, 'not a list of integers') from None
+  return np.asarray([int(v) for v in read_numbers(path)], np.int64)
 
 
 def read_text(path):
-  """First non-empty line, stripped ('' when the file is empty)."""
-  require(path)
-  with open(path, encoding='utf-8', errors='replace') as f:
-    for line in f:
-      if line.strip():
-        return line.strip()
+  """First non-empty line, stripped ('' when the file is empty); decoded as read_lines does."""
+  for line in read_lines(path):
+    if line.strip():
+      return line.strip()
   return ''
 
 
@@ -125,13 +170,14 @@ def _frame_number(name):
   return int(digits[-1]) if digits else -1
 
 
-def sort_frames(paths):
-  """Frame paths ordered as the readers order them: by the last number in the file name, then by name."""
-  return sorted(paths, key=lambda p: (_frame_number(os.path.basename(p)), os.path.basename(p), p))
+def frame_order(path):
+  """Sort key of a frame file: the last number in its name, then the name (1, 2, 10, not 1, 10, 2)."""
+  name = os.path.basename(path)
+  return (_frame_number(name), name)
 
 
 def list_frames(folder, any_suffix=False):
-  """Frame files in `folder`, sorted by the last number in their names (`sort_frames`).
+  """Frame files in `folder`, sorted by the last number in their names.
 
   any_suffix: also keep numbered files whose suffix is not an image one (e.g. TNL2K's damaged
   frame), so they stay in place as frames and fail at decode, where they are counted.
@@ -144,7 +190,8 @@ def list_frames(folder, any_suffix=False):
     image = name.lower().endswith(IMAGE_EXTENSIONS)
     if image or (any_suffix and _frame_number(name) >= 0 and not name.lower().endswith('.txt')):
       names.append(name)
-  return sort_frames(os.path.join(folder, n) for n in names)
+  names.sort(key=frame_order)
+  return [os.path.join(folder, n) for n in names]
 
 
 def numbered_frames(folder, numbers, digits, ext, exact=True):
@@ -177,8 +224,9 @@ def check_length(flags, n, path):
     raise SequenceProblem(path, f'{len(flags)} values but {n} frames')
 
 
-def box_warnings(sequence, folder):
-  """Warnings for visible frames whose box is NaN or has w or h <= 0."""
+def box_warnings(sequence, folder, sentence_path=None):
+  """Warnings for visible frames whose box is NaN or has w or h <= 0 (naming `folder`) and for an
+  empty sentence (naming `sentence_path`, default `folder`)."""
   bad = sequence.visible & ~(np.isfinite(sequence.boxes).all(1) & (sequence.boxes[:, 2:] > 0).all(1))
   problems = []
   if bad.any():
@@ -187,21 +235,33 @@ def box_warnings(sequence, folder):
                                     f'(first: frame {first + 1}: {sequence.boxes[first].tolist()})',
                             'warning'))
   if not sequence.sentence:
-    problems.append(Problem(folder, 'empty sentence', 'warning'))
+    problems.append(Problem(sentence_path or folder, 'empty sentence', 'warning'))
   return problems
 
 
-def scan_folders(items, build):
-  """Scan over items (name, folder): build(name, folder) -> Sequence, or raises SequenceProblem."""
-  scan = Scan()
-  for name, folder in items:
+def select(items, names):
+  """items (name, folder) restricted to `names` (None: all), in tree order."""
+  if names is None:
+    return list(items)
+  wanted = set(names)
+  return [(n, f) for n, f in items if n in wanted]
+
+
+def scan_folders(items, build, names=None, sentence_file=None):
+  """Scan over items (name, folder): build(name, folder) -> Sequence, or raises SequenceProblem.
+
+  names: build only these sequences (None: all); every item's name is still listed (Scan.listed).
+  sentence_file(name, folder) -> the path an empty-sentence warning names (default: the folder).
+  """
+  scan = Scan(listed=[n for n, _ in items])
+  for name, folder in select(items, names):
     try:
       seq = build(name, folder)
     except SequenceProblem as e:
       scan.problems.append(Problem(e.path, e.reason))
       continue
     scan.sequences.append(seq)
-    scan.problems.extend(box_warnings(seq, folder))
+    scan.problems.extend(box_warnings(seq, folder, sentence_file and sentence_file(name, folder)))
   return scan
 
 
@@ -212,9 +272,7 @@ def make_sequence(dataset, name, frames, boxes, visible, sentence, attributes=No
 
 def read_name_list(path):
   """Names, one a line (blank lines ignored)."""
-  require(path)
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+  return [line.strip() for line in read_lines(path) if line.strip()]
 
 
 def subfolders(root):

@@ -45,11 +45,12 @@ def build(name, folder):
                               pseudo_sentence(meta), attributes)
 
 
-def scan(root, split=None, attributes_file=None):
+def scan(root, split=None, attributes_file=None, names=None):
+  """Scan of the train split; names: only these sequences (None: all)."""
   del attributes_file
   if split not in (None, 'train'):
     raise common.DatasetError(f"got10k: only the 'train' split is read, got {split!r}")
   if split == 'train' and os.path.isdir(os.path.join(root, 'train')):
     root = os.path.join(root, 'train')
   items = [(n, os.path.join(root, n)) for n in common.subfolders(root)]
-  return common.scan_folders(items, build)
+  return common.scan_folders(items, build, names=names)

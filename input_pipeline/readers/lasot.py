@@ -28,17 +28,21 @@ def read_attributes(path):
   Accepted: pytracking's JSON (keys 'att_name_short' and, per sequence, the list of its short names)
   or a CSV with a header 'name,<attr>,<attr>,...' and one row of 0/1 per sequence.
   """
-  common.require(path)
+  try:
+    text = '\n'.join(common.read_lines(path))
+  except common.SequenceProblem as e:
+    raise common.DatasetError(str(e)) from None
   if path.endswith('.json'):
-    with open(path) as f:
-      table = json.load(f)
-    names = table.get('att_name_short')
+    try:
+      table = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise common.DatasetError(f'{path}: not JSON ({e})') from None
+    names = table.get('att_name_short') if isinstance(table, dict) else None
     if not names:
       raise common.DatasetError(f"{path}: no 'att_name_short' list (pytracking attribute JSON)")
     return {seq: {a: int(a in present) for a in names} for seq, present in table.items()
             if not seq.startswith('att_name')}
-  with open(path, newline='') as f:
-    rows = list(csv.reader(f))
+  rows = list(csv.reader(text.splitlines()))
   if not rows or rows[0][0].strip() != 'name':
     raise common.DatasetError(f"{path}: expected a CSV whose header starts with 'name'")
   header = [h.strip() for h in rows[0][1:]]
@@ -47,7 +51,10 @@ def read_attributes(path):
     if len(row) != len(header) + 1:
       raise common.DatasetError(f'{path}: line {number}: {len(row) - 1} values, header has '
                                 f'{len(header)}')
-    out[row[0].strip()] = {h: int(float(v)) for h, v in zip(header, row[1:])}
+    try:
+      out[row[0].strip()] = {h: int(float(v)) for h, v in zip(header, row[1:])}
+    except ValueError:
+      raise common.DatasetError(f'{path}: line {number}: not numbers: {",".join(row[1:])!r}') from None
   return out
 
 
@@ -75,7 +82,8 @@ def tree_items(root):
   return items
 
 
-def scan(root, split=None, attributes_file=None, dataset='lasot'):
+def scan(root, split=None, attributes_file=None, dataset='lasot', names=None):
+  """Scan of the split (or the whole tree); names: only these sequences (None: all)."""
   attributes = read_attributes(attributes_file) if attributes_file else {}
   if dataset == 'lasot' and split is not None:
     items = [(n, os.path.join(root, n.rsplit('-', 1)[0], n)) for n in split_names(split)]
@@ -83,4 +91,4 @@ def scan(root, split=None, attributes_file=None, dataset='lasot'):
     if split not in (None, 'test', 'all'):
       raise common.DatasetError(f"{dataset}: no split {split!r} (use None or 'test')")
     items = tree_items(root)
-  return common.scan_folders(items, lambda n, f: build(dataset, n, f, attributes))
+  return common.scan_folders(items, lambda n, f: build(dataset, n, f, attributes), names=names)

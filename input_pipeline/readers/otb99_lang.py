@@ -54,6 +54,11 @@ def _paths(videos, name, entry):
   return frames_dir, annotation, entry['ext']
 
 
+def query_file(queries, name):
+  """The sentence file of sequence `name`: OTB_query_<part>/<name>.txt."""
+  return os.path.join(queries, f'{name}.txt')
+
+
 def build(videos, queries, name):
   entry = table_entry(name)
   frames_dir, annotation, ext = _paths(videos, name, entry)
@@ -67,11 +72,12 @@ def build(videos, queries, name):
     ext = other if os.path.isfile(os.path.join(frames_dir, f'{first}.{other}')) else ext
   frames = common.numbered_frames(frames_dir, numbers, digits, ext, exact=False)
   common.check_counts(frames, boxes, frames_dir, annotation)
-  sentence = common.read_text(os.path.join(queries, f'{name}.txt'))
+  sentence = common.read_text(query_file(queries, name))
   return common.make_sequence('otb99_lang', name, frames, boxes, tnl2k.valid_boxes(boxes), sentence)
 
 
-def scan(root, split=None, attributes_file=None):
+def scan(root, split=None, attributes_file=None, names=None):
+  """Scan of the split (None: train and test); names: only these sequences (None: all)."""
   del attributes_file
   if split not in (None, 'train', 'test'):
     raise common.DatasetError(f"otb99_lang: split must be 'train', 'test' or None, got {split!r}")
@@ -79,8 +85,7 @@ def scan(root, split=None, attributes_file=None):
   scan = common.Scan()
   for part in ([split] if split else ['train', 'test']):
     queries = common.require(os.path.join(root, f'OTB_query_{part}'), 'folder')
-    names = sorted(n[:-4] for n in os.listdir(queries) if n.endswith('.txt'))
-    part_scan = common.scan_folders([(n, queries) for n in names], lambda n, q: build(videos, q, n))
-    scan.sequences += part_scan.sequences
-    scan.problems += part_scan.problems
+    listed = sorted(n[:-4] for n in os.listdir(queries) if n.endswith('.txt'))
+    scan.extend(common.scan_folders([(n, queries) for n in listed], lambda n, q: build(videos, q, n),
+                                    names=names, sentence_file=lambda n, q: query_file(q, n)))
   return scan

@@ -35,20 +35,21 @@ def layout(root):
   return 'lasot'
 
 
-def scan(root, split=None, attributes_file=None):
+def scan(root, split=None, attributes_file=None, names=None):
+  """Scan of the split (None or 'all': every sequence); names: only these sequences (None: all)."""
   fmt = layout(root)
   if fmt == 'lasot':
     items = lasot.tree_items(root)
     build = lambda n, f: lasot.build('synthetic', n, f, {})
   else:
     items = vlsot.tree_items(root)
-    names = vlsot.attribute_names(root, attributes_file)
-    build = lambda n, f: vlsot.build('synthetic', n, f, names)
+    attributes = vlsot.attribute_names(root, attributes_file)
+    build = lambda n, f: vlsot.build('synthetic', n, f, attributes)
   if split not in (None, 'all'):
     wanted = common.read_name_list(os.path.join(root, f'{split}.txt'))
     by_name = dict(items)
     items = [(n, by_name.get(n, os.path.join(root, n))) for n in wanted]  # absent: 'missing folder'
-  scan = common.scan_folders(items, build)
+  scan = common.scan_folders(items, build, names=names)
   report = _report(root)
   cues = {e['name']: e.get('cue', '') for e in (report or {}).get('sequences', [])}
   if any(cues.values()):

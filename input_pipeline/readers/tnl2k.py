@@ -53,6 +53,7 @@ def build(name, folder):
   return common.make_sequence('tnl2k', name, frames, boxes, valid_boxes(boxes), sentence)
 
 
-def scan(root, split=None, attributes_file=None):
+def scan(root, split=None, attributes_file=None, names=None):
+  """Scan of the split; names: only these sequences (None: all)."""
   del attributes_file
-  return common.scan_folders(tree_items(split_root(root, split)), build)
+  return common.scan_folders(tree_items(split_root(root, split)), build, names=names)

@@ -9,7 +9,6 @@ relative_speed.txt -> attributes['relative_speed'] (mean of its numbers).
 """
 
 import os
-import re
 
 import numpy as np
 
@@ -29,15 +28,10 @@ def attribute_names(root, attributes_file):
 
 
 def read_attribute_row(path, names):
-  common.require(path)
-  with open(path) as f:
-    fields = [v for v in re.split(r'[,\s]+', f.read().strip()) if v]
-  if len(fields) != len(names):
-    raise common.SequenceProblem(path, f'{len(fields)} values, expected {len(names)}')
-  try:
-    return {n: int(float(v)) for n, v in zip(names, fields)}
-  except ValueError:
-    raise common.SequenceProblem(path, 'not numbers') from None
+  values = common.read_numbers(path)
+  if len(values) != len(names):
+    raise common.SequenceProblem(path, f'{len(values)} values, expected {len(names)}')
+  return {n: int(v) for n, v in zip(names, values)}
 
 
 def build(dataset, name, folder, names):
@@ -59,8 +53,7 @@ def build(dataset, name, folder, names):
     attributes = read_attribute_row(os.path.join(folder, 'attributes.txt'), names)
   speed_path = os.path.join(folder, 'relative_speed.txt')
   if os.path.isfile(speed_path):
-    with open(speed_path) as f:
-      values = [float(v) for v in re.split(r'[,\s]+', f.read().strip()) if v]
+    values = common.read_numbers(speed_path)
     if not values:
       raise common.SequenceProblem(speed_path, 'empty')
     attributes['relative_speed'] = float(np.mean(values))
@@ -72,8 +65,10 @@ def tree_items(root):
   return [(n, os.path.join(root, n)) for n in common.subfolders(root)]
 
 
-def scan(root, split=None, attributes_file=None, dataset='vlsot230'):
+def scan(root, split=None, attributes_file=None, dataset='vlsot230', names=None):
+  """Scan of the tree; names: only these sequences (None: all)."""
   if split not in (None, 'test', 'all'):
     raise common.DatasetError(f"{dataset}: no split {split!r} (use None or 'test')")
-  names = attribute_names(root, attributes_file)
-  return common.scan_folders(tree_items(root), lambda n, f: build(dataset, n, f, names))
+  attributes = attribute_names(root, attributes_file)
+  return common.scan_folders(tree_items(root), lambda n, f: build(dataset, n, f, attributes),
+                             names=names)
