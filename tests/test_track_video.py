@@ -442,6 +442,17 @@ def test_batched_sentence_start_uses_the_grounded_box(files, tmp_path):
     found = t.ground(tracker.load_frame(s.frames[0]), s.sentence)
     np.testing.assert_allclose(rows[0], found['target_bbox'], atol=2e-3)
     assert np.abs(rows[0] - s.boxes[0]).max() > 1e-3  # not the ground truth
+  # The ground truth is not read: a sequence whose first box is invalid starts all the same.
+  from input_pipeline import sequence as sequence_lib
+  original = sequences[1]
+  boxes = original.boxes.copy()
+  boxes[0] = np.nan
+  no_box = sequence_lib.Sequence('nan_box', original.dataset, original.frames, boxes,
+                                 original.visible, original.sentence)
+  [result] = list(evaluator.run([no_box]))
+  assert result.failure is None and result.boxes.shape == (len(original), 4)
+  np.testing.assert_allclose(result.boxes[0], result_rows(track.result_path(out, original))[0],
+                             atol=2e-3)
   with pytest.raises(track.cli.UsageError, match='1 sequence'):
     track.check_sentences(test_tracker.write_sequences(str(tmp_path / 'c'), test_tracker.SPECS[2:]),
                           no_language=False)
