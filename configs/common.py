@@ -158,6 +158,12 @@ def base_config():
   k.size_update_rate = 1.0
   k.batch_slots = 8
   k.pad_multiple = 64  # batched evaluation pads frames to a common shape, rounded up to this (px)
+  # Sentence-only start (cost_jax.grounding): search windows tile the first frame at sides
+  # search_min_side_px * ground_scale_step^k up to the frame's longer side, neighbours overlapping by at
+  # least ground_overlap of a side; ground_batch windows a call.
+  k.ground_scale_step = 2.0
+  k.ground_overlap = 0.5
+  k.ground_batch = 16
   return config
 
 

@@ -265,6 +265,13 @@ def run(workdir, steps=None, minutes=0.0, train_videos=60, test_videos=20, langu
     echo(f'plot:    {p}')
   echo(f'gif:     {gif}')
   echo(f'demo finished in {(time.time() - start) / 60:.1f} min')
+  from cost_jax import track_video
+  echo(f'checkpoint: {ckpt_dir} (configs/cost_tiny.py); track a held-out video from its box, or '
+       'from the sentence alone:')
+  for command in track_video.example_commands(os.path.dirname(gif_seq.frames[0]), gif_seq.sentence,
+                                              gif_seq.boxes[0], ckpt_dir,
+                                              os.path.join(workdir, 'video')):
+    echo(f'  {command}')
   return table
 
 

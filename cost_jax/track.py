@@ -2,7 +2,7 @@
 
   python -m cost_jax.track --config=configs/cost_tiny.py --workdir=runs/tiny --dataset=synthetic \
       --data_dir=data/synth --results_dir=results [--tracker_name=cost] [--int_results] [--no_language] \
-      [--sequences=a,b] [--overwrite]
+      [--sequences=a,b] [--overwrite] [--init=box|sentence]
 
 Writes <results_dir>/<tracker_name>/<dataset>/<sequence>.txt (one `x,y,w,h` line a frame, 3 decimals,
 or truncated ints with --int_results), <sequence>_time.txt (seconds a frame) and tracking_report.json
@@ -12,6 +12,17 @@ one line per frame is kept (said in one line) and only the rest is tracked; --ov
 sequence again. --sequences reads only the named sequences of the tree. Sequences run
 `config.track.batch_slots` at a time (cost_jax.tracker.BatchedEvaluator); the progress bar counts
 frames as they are tracked (fps) and finished sequences.
+
+--init=sentence starts every sequence from its sentence alone: frame 1 is searched with the blank
+template (cost_jax.grounding) and frame 1's ground truth is not used to track; the result file's
+first line is the grounded box, and frame 1's time includes the search. The default tracker name is
+`cost_sentence`, so the two kinds of result never share a folder. How it is scored: cost_jax.evaluate
+scores these files like any other, and every protocol there (pytracking, OSTrack, the VL-SOT toolkit)
+sets frame 1 to the ground truth before scoring, as the published toolkits do; so the AUC of a
+sentence-started run does not count frame 1's own error (a wrong start still costs every later
+frame), and it compares with box-started rows on the frames after the first. Frame 1 is scored on its
+own at the end of the run: the mean IoU of the grounded boxes with the ground truth and the share of
+sequences with IoU > 0.5.
 """
 
 import dataclasses
@@ -24,6 +35,7 @@ import tqdm
 from cost_jax import checkpoints
 from cost_jax import cli
 from cost_jax import compilation_cache
+from cost_jax import grounding
 from cost_jax import tracker
 from cost_jax.evaluation import results_io
 from input_pipeline import readers
@@ -155,13 +167,17 @@ def define_flags():
   flags.DEFINE_string('data_dir', None, 'Dataset root; default config.data.roots.<dataset>.')
   flags.DEFINE_string('split', None, "Dataset split; unset: the reader's default.")
   flags.DEFINE_string('results_dir', None, 'Where result folders are written.')
-  flags.DEFINE_string('tracker_name', 'cost', 'Result folder name of this tracker.')
+  flags.DEFINE_string('tracker_name', None,
+                      "Result folder name of this tracker; default 'cost' ('cost_sentence' with "
+                      '--init=sentence).')
   flags.DEFINE_bool('int_results', False, 'Write truncated ints like published raw results.')
   flags.DEFINE_bool('no_language', False, 'Track with an empty sentence.')
   flags.DEFINE_integer('slots', None, 'Sequences tracked at once; default config.track.batch_slots.',
                        lower_bound=1)
   flags.DEFINE_list('sequences', None, 'Only these sequence names (only they are read).')
   flags.DEFINE_bool('overwrite', False, 'Track again the sequences that already have results.')
+  flags.DEFINE_enum('init', 'box', ['box', 'sentence'],
+                    "Start from frame 1's ground-truth box, or from the sentence alone.")
   flags.mark_flags_as_required(['config', 'workdir', 'dataset', 'results_dir'])
 
 
@@ -171,10 +187,14 @@ def main(argv):
   compilation_cache.enable()
   config = loaded_config(f.config)
   sequences = load_sequences(config, f.dataset, f.data_dir, f.split, f.sequences)
+  if f.init == 'sentence':
+    check_sentences(sequences, f.no_language)
   variables = restore_variables(f.workdir, config)
   evaluator = tracker.BatchedEvaluator(config, variables, tokenize.tokenizer_for(config.model),
-                                       num_slots=f.slots, use_language=not f.no_language)
-  out_dir = os.path.join(f.results_dir, f.tracker_name, f.dataset)
+                                       num_slots=f.slots, use_language=not f.no_language,
+                                       init=f.init)
+  name = f.tracker_name or ('cost_sentence' if f.init == 'sentence' else 'cost')
+  out_dir = os.path.join(f.results_dir, name, f.dataset)
   done = track_dataset(evaluator, sequences, out_dir, int_results=f.int_results,
                        overwrite=f.overwrite)
   bad = sum(len(b) for b in done.bad_frames.values())
@@ -186,6 +206,20 @@ def main(argv):
   if done.failed and not done.tracked and not done.kept:
     raise cli.UsageError(f'none of the {len(done.failed)} sequences could be tracked (listed in '
                          f'{results_io.tracking_report_path(out_dir)})')
+  started = [s for s in sequences if s.name in set(done.tracked + done.kept)]
+  if f.init == 'sentence' and started:
+    starts = [results_io.read_rows(result_path(out_dir, s))[0] for s in started]
+    print(grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in started], starts)))
+
+
+def check_sentences(sequences, no_language):
+  """--init=sentence needs every sequence's sentence (cli.UsageError otherwise)."""
+  if no_language:
+    raise cli.UsageError('--init=sentence needs the sentence: drop --no_language')
+  empty = [s.name for s in sequences if not s.sentence.strip()]
+  if empty:
+    shown = ', '.join(empty[:5]) + (f' and {len(empty) - 5} more' if len(empty) > 5 else '')
+    raise cli.UsageError(f'--init=sentence: {len(empty)} sequence(s) have no sentence ({shown})')
 
 
 if __name__ == '__main__':

@@ -126,21 +126,35 @@ class SlotFunctions:
     box = jnp.asarray(box, jnp.float32)
     template, _ = self.crop(frame, image_wh, box, c.template_factor, c.template_min_side_px,
                             m.template_size)
+    template_cache, text_cache = self.encode(variables, template, text_ids, text_mask)
+    return {'template': template_cache, 'text': text_cache, 'box': box}
+
+  def encode(self, variables, template, text_ids, text_mask):
+    """Template [St, St, 3] (0..255) and text [L] -> (template cache, text cache), batch 1."""
     template_cache = self.apply(variables, template[None], method=type(self.model).encode_template)
     text_cache = self.apply(variables, text_ids[None], text_mask[None],
                             method=type(self.model).encode_text)
-    return {'template': template_cache, 'text': text_cache, 'box': box}
+    return template_cache, text_cache
 
-  def step_slot(self, variables, state, frame, image_wh):
-    """One tracked frame: (state, frame uint8 [H, W, 3], image_wh [2]) -> (state, box [4], score)."""
-    c, m, k = self.config.crop, self.config.model, self.config.track
-    search, window = self.crop(frame, image_wh, state['box'], c.search_factor,
-                               c.search_min_side_px, m.search_size)
-    outputs = self.apply(variables, state['template'], state['text'], search[None],
+  def predict(self, variables, template_cache, text_cache, frame, image_wh, window):
+    """The search crop at window [3] (cx, cy, side) px -> (box [4] (x, y, w, h) px, score).
+
+    The best token by windowed score (select_box), its box mapped back to frame pixels; not clipped.
+    """
+    m, k = self.config.model, self.config.track
+    search = crop_valid(frame, image_wh, window, m.search_size)
+    outputs = self.apply(variables, template_cache, text_cache, search[None],
                          method=type(self.model).track_step)
     outputs = jax.tree.map(lambda a: a[0], outputs)
     box_norm, score = select_box(outputs, self.hann, k.hann_weight)
-    predicted = crops.crop_to_box(box_norm, window, m.search_size).astype(jnp.float32)
+    return crops.crop_to_box(box_norm, window, m.search_size).astype(jnp.float32), score
+
+  def step_slot(self, variables, state, frame, image_wh):
+    """One tracked frame: (state, frame uint8 [H, W, 3], image_wh [2]) -> (state, box [4], score)."""
+    c, k = self.config.crop, self.config.track
+    window = crops.crop_window(state['box'], c.search_factor, c.search_min_side_px, c.size_rule)
+    predicted, score = self.predict(variables, state['template'], state['text'], frame, image_wh,
+                                    window)
     box = update_box(state['box'], predicted, image_wh, k.size_update_rate, k.min_size_px)
     return dict(state, box=box), box, score
 
@@ -251,6 +265,7 @@ class Tracker:
     self._init = jax.jit(self.fns.init_slot)
     self._step = jax.jit(self.fns.step_slot)
     self.state = None
+    self._grounder = None  # built on the first sentence-only start
 
   def _pad(self, frame):
     """Frames are zero-padded to a multiple of track.pad_multiple: one compilation serves many sizes."""
@@ -268,6 +283,19 @@ class Tracker:
     self.state, box, score = self._step(self.variables, self.state, self._pad(frame),
                                         image_wh(frame))
     return {'target_bbox': [float(v) for v in np.asarray(box)], 'score': float(score)}
+
+  def ground(self, frame, sentence):
+    """Sentence-only start (cost_jax.grounding): frame uint8 [H, W, 3] -> {'target_bbox': [x, y, w, h]
+    px, 'score': its windowed score, 'windows': how many windows were searched}. Pass the box to
+    `initialize` to start the track from it."""
+    from cost_jax import grounding
+    if not self.use_language:
+      raise ValueError('a sentence-only start needs the sentence (this tracker has use_language=False)')
+    if self._grounder is None:
+      self._grounder = grounding.Grounder(self.fns, self.variables, self.tokenizer)
+    found = self._grounder.ground(frame, sentence)
+    return {'target_bbox': [float(v) for v in found.box], 'score': found.score,
+            'windows': found.num_windows}
 
   def track_files(self, paths, box, sentence='', load=load_frame):
     """A sequence of frame files -> (boxes [N, 4] px, [BadFrame]); see `track_files`."""
@@ -300,10 +328,14 @@ class BatchedEvaluator:
   A frame that does not load steps its slot on a blank frame like an idle slot, and the slot keeps
   its previous box; a sequence that cannot start is yielded with its failure and its slot takes the
   next one.
+
+  init='box' starts each sequence from its first ground-truth box; init='sentence' from the sentence
+  alone (cost_jax.grounding searches frame 0; the ground truth is never read), and frame 0's result
+  is the grounded box.
   """
 
   def __init__(self, config, variables, tokenizer, num_slots=None, model=None, use_language=True,
-               load=load_frame):
+               load=load_frame, init='box'):
     from cost_jax.models import cost
     self.fns = SlotFunctions(config, model or cost.COST(config.model))
     self.config = config
@@ -316,27 +348,54 @@ class BatchedEvaluator:
     self._step = jax.jit(jax.vmap(self.fns.step_slot, in_axes=(None, 0, 0, 0)))
     self._set = jax.jit(_set_slot, donate_argnums=0)
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.num_slots)
+    if init not in ('box', 'sentence'):
+      raise ValueError(f"init={init!r}: expected 'box' or 'sentence'")
+    self._grounder = None
+    if init == 'sentence':
+      if not use_language:
+        raise ValueError("init='sentence' needs the sentence (use_language=False)")
+      from cost_jax import grounding
+      self._grounder = grounding.Grounder(self.fns, variables, tokenizer)
+
+  def _start_box(self, sequence, frame):
+    """Frame 0's box [4] px: the ground truth, or the sentence-only start's (init='sentence')."""
+    if self._grounder is None:
+      return np.asarray(sequence.boxes[0], np.float64)
+    return self._grounder.ground(frame, sequence.sentence).box
+
+  def _start_frame(self, sequence):
+    """Frame 0, or StartError: with init='box' its ground-truth box must be able to start a track;
+    with init='sentence' only the frame must load (the ground truth is not used)."""
+    if self._grounder is None:
+      return start_frame(self.load, sequence.frames[0], sequence.boxes[0])
+    frame, reason = try_load(self.load, sequence.frames[0])
+    if reason:
+      raise StartError(f'first frame {sequence.frames[0]}: {reason}')
+    return frame
 
   def _start(self, state, index, sequence):
-    """Initialise `sequence` into slot `index` -> (state, seconds); StartError when it cannot start."""
+    """Initialise `sequence` into slot `index` -> (state, seconds, frame 0's box [4] px); StartError
+    when it cannot start."""
     tic = time.perf_counter()
-    frame = start_frame(self.load, sequence.frames[0], sequence.boxes[0])
+    frame = self._start_frame(sequence)
     shape = padded_shape([frame.shape], self.config.track.pad_multiple)
     ids, mask = self.tokenizer.encode(sequence.sentence if self.use_language else '')
+    box = self._start_box(sequence, frame)
     one = self._init(self.variables, pad_frame(frame, shape), image_wh(frame),
-                     np.asarray(sequence.boxes[0], np.float32), ids, mask)
+                     np.asarray(box, np.float32), ids, mask)
     if state is None:
       state = jax.tree.map(lambda a: jnp.broadcast_to(a, (self.num_slots,) + a.shape), one)
     else:
       state = self._set(state, one, index)
     jax.block_until_ready(state)
-    return state, time.perf_counter() - tic
+    return state, time.perf_counter() - tic, box
 
   def run(self, sequences, on_frames=None):
     """Yields a SequenceResult(sequence, boxes [N, 4] float64 px, times [N] s) as each one ends.
 
-    Frame 0's box is the ground truth (the initialisation), as in pytracking's results. A sequence
-    that cannot start is yielded as SequenceResult(sequence, None, None, (), reason).
+    Frame 0's box is the initialisation: the ground truth, as in pytracking's results, or with
+    init='sentence' the grounded box. A sequence that cannot start is yielded as
+    SequenceResult(sequence, None, None, (), reason).
     on_frames(n), when given, is called with the number of frames each initialisation or step did.
     """
     on_frames = on_frames or (lambda n: None)
@@ -348,13 +407,13 @@ class BatchedEvaluator:
         while slots[i] is None and queue:
           sequence = queue.popleft()
           try:
-            state, seconds = self._start(state, i, sequence)
+            state, seconds, box = self._start(state, i, sequence)
           except StartError as e:
             logging.warning('%s: not tracked: %s', sequence.name, e)
             yield SequenceResult(sequence, None, None, (), str(e))
             continue
           slots[i] = {'sequence': sequence, 'next': 1, 'bad': [],
-                      'boxes': [np.asarray(sequence.boxes[0], np.float64)], 'times': [seconds]}
+                      'boxes': [np.asarray(box, np.float64)], 'times': [seconds]}
           on_frames(1)
           if len(sequence) == 1:
             yield self._result(slots[i])

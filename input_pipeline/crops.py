@@ -232,7 +232,7 @@ def blank_template(size, image_mean):
   """uint8 [size, size, 3] filled with the normalisation mean (round(255 mean)): 'no template'.
 
   The model normalises it to about zero. It stands for a missing template: training replaces a share
-  of templates with it (config.data.template_drop) so the sentence alone must find the target, and a
+  of templates with it (config.train.template_drop) so the sentence alone must find the target, and a
   sentence-only start searches the first frame with it.
   """
   colour = np.round(255.0 * np.asarray(image_mean, np.float64)).astype(np.uint8)

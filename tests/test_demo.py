@@ -7,7 +7,7 @@ import os
 import pytest
 
 
-def test_demo_end_to_end_and_resume(tmp_path):
+def test_demo_end_to_end_and_resume(tmp_path, capsys):
   from cost_jax import demo
   workdir = str(tmp_path / 'demo')
   small = {'min_frames': 12, 'max_frames': 16}
@@ -49,6 +49,19 @@ def test_demo_end_to_end_and_resume(tmp_path):
   assert sum(static[c]['sequences'] for c in cues) == static['language-critical']['sequences']
   with open(os.path.join(workdir, 'demo_run.json')) as f:
     assert json.load(f)['trained_steps'] == 2
+
+  # Its last lines: the checkpoint and two track_video commands for a held-out video.
+  import shlex
+  from cost_jax import track_video
+  commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()[-2:]]
+  assert [c[:3] for c in commands] == [['python', '-m', 'cost_jax.track_video']] * 2
+  args = [dict(a[2:].split('=', 1) for a in c[3:]) for c in commands]
+  assert args[0]['workdir'] == args[1]['workdir'] == os.path.join(workdir, 'train')
+  assert 'box' not in args[1] and args[0]['video'] == args[1]['video']
+  held_out = demo.held_out_sequences({n: os.path.join(workdir, 'data', n) for n in demo.HELD_OUT})
+  sequence = [s for s in held_out if os.path.dirname(s.frames[0]) == args[0]['video']][0]
+  assert args[0]['sentence'] == sequence.sentence
+  assert track_video.parse_box(args[0]['box'].split(',')) == list(sequence.boxes[0])
 
   # A second run reuses data and checkpoint: still 2 steps, identical table.
   again = demo.run(workdir, steps=2, minutes=0.0, train_videos=3, test_videos=2, language_videos=3,
