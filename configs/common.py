@@ -61,6 +61,10 @@ def base_config():
   m.coa.dim = 256
   m.coa.logit_scale_init = math.log(1 / 0.07)
   m.coa.logit_scale_max = math.log(100.0)
+  # 'global' (the paper's: mean of the fused tokens <-> sentence, training only) or 'object' (template-
+  # free search tokens; the target's tokens <-> sentence; the sentence's map joins the dense logits).
+  m.coa.mode = 'global'
+  m.coa.map_scale_init = 1.0  # mode 'object': the sentence map's weight in the dense logits, at init
 
   m.vl = ml_collections.ConfigDict()  # visual-linguistic transformer
   m.vl.num_layers = 6

@@ -144,11 +144,36 @@ def coa_loss_sharded(mesh, batch_axes=('data', 'fsdp')):
                        out_specs=P())
 
 
+# ------------------------------------------------------------------ CoA, mode 'object'
+
+def pool_target_tokens(token_embed, positives):
+  """The target's embedding for CoA: L2-normalise(sum of its tokens' embeddings).
+
+  token_embed: [B, V, c] (unit rows); positives: [B, V] 0/1 (positive_tokens). Returns [B, c].
+  """
+  pooled = jnp.einsum('bv,bvc->bc', positives.astype(jnp.float32), token_embed.astype(jnp.float32))
+  return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+
+
+def grounding_loss(token_embed, text_embed, logit_scale, positives, has_sentence):
+  """localisation_loss of the sentence's map exp(logit_scale) * cos(token, sentence) over the
+  tokens, averaged over the examples that have a sentence (has_sentence [B] 0/1); 0 when none has.
+
+  token_embed [B, V, c], text_embed [B, c] unit rows; positives [B, V]."""
+  logits = jnp.exp(logit_scale) * jnp.einsum('bvc,bc->bv', token_embed.astype(jnp.float32),
+                                             text_embed.astype(jnp.float32))
+  logits = logits.astype(jnp.float32)
+  on_target = jax.nn.logsumexp(jnp.where(positives > 0, logits, -jnp.inf), axis=-1)
+  per_example = jax.nn.logsumexp(logits, axis=-1) - on_target
+  return jnp.sum(per_example * has_sentence) / jnp.maximum(jnp.sum(has_sentence), 1.0)
+
+
 # ------------------------------------------------------------------ total
 
 def total_loss(losses, train_cfg):
-  """w_cls·cls + w_loc·loc + w_l1·L1 + w_giou·GIoU + w_coa·CoA from a dict of scalar losses ('loc'
-  may be absent: 0)."""
+  """w_cls·cls + w_loc·loc + w_l1·L1 + w_giou·GIoU + w_coa·(CoA + ground) from a dict of scalar
+  losses ('loc' and 'ground' may be absent: 0). The grounding loss is CoA's token-level part
+  (coa.mode 'object'), so w_coa = 0 switches all of CoA off."""
   return (train_cfg.w_cls * losses['cls'] + train_cfg.w_loc * losses.get('loc', 0.0)
           + train_cfg.w_l1 * losses['l1'] + train_cfg.w_giou * losses['giou']
-          + train_cfg.w_coa * losses['coa'])
+          + train_cfg.w_coa * (losses['coa'] + losses.get('ground', 0.0)))

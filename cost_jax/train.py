@@ -162,7 +162,15 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
                                  train=True, rngs={'dropout': dropout_rng})
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
-  parts['coa'] = coa_fn(inter['coa_visual'], inter['coa_text'], inter['logit_scale'],
+  coa_visual = inter['coa_visual']
+  if 'coa_tokens' in inter:  # coa.mode 'object': the target's tokens, and the sentence's map
+    from cost_jax.models import coa as coa_lib
+    positives = losses.positive_tokens(token_centers, batch['search_box'])
+    coa_visual = losses.pool_target_tokens(inter['coa_tokens'], positives)
+    parts['ground'] = losses.grounding_loss(inter['coa_tokens'], inter['coa_text'],
+                                            inter['logit_scale'], positives,
+                                            coa_lib.has_sentence(batch['text_mask']))
+  parts['coa'] = coa_fn(coa_visual, inter['coa_text'], inter['logit_scale'],
                         batch['text_key'], batch['sequence_key'])
   total = losses.total_loss(parts, config.train)
   return total, {**parts, 'loss': total}

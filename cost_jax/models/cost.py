@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cost_jax.models.bert import BertEncoder
+from cost_jax.models import coa as coa_lib
 from cost_jax.models.coa import CoA
 from cost_jax.models.fusion import VLTransformer
 from cost_jax.models.heads import DenseHead, ObjHead, TextScore
@@ -72,48 +73,75 @@ class COST(nn.Module):
     features = self.text_encoder(text_ids, text_mask, deterministic=deterministic)[0]
     return features, self.text_proj(features)
 
+  def _object_coa(self):
+    return self.cfg.coa.get('mode', 'global') == 'object'
+
   def encode_text(self, text_ids, text_mask):
-    """int32 [B, L] ids and mask -> {'text_tokens': [B, L, d], 'text_mask': [B, L]} (eval mode)."""
-    return {'text_tokens': self._text_features(text_ids, text_mask, True)[1], 'text_mask': text_mask}
+    """int32 [B, L] ids and mask -> {'text_tokens': [B, L, d], 'text_mask': [B, L]} (eval mode),
+    plus 'text_embed' [B, c] (CoA's sentence embedding) when coa.mode is 'object'."""
+    features, tokens = self._text_features(text_ids, text_mask, True)
+    cache = {'text_tokens': tokens, 'text_mask': text_mask}
+    if self._object_coa():
+      cache['text_embed'] = self.coa.embed_text(features, text_mask)
+    return cache
 
   def _visual_tokens(self, template_map, search, deterministic):
-    """Cached template map + uint8 search [B, Hs, Ws, 3] -> visual tokens [B, grid^2, d]."""
+    """Cached template map + uint8 search [B, Hs, Ws, 3] -> (visual tokens [B, grid^2, d], CoA's
+    template-free token embeddings [B, grid^2, c] when coa.mode is 'object', else None)."""
     search_map = self.visual.project(self.backbone(self._normalise(search)))
     fused = self.visual(template_map, search_map, deterministic)
-    return self.token_conv(fused)
+    token_embed = None
+    if self._object_coa():
+      token_embed = self.coa.embed_tokens(coa_lib.search_tokens(search_map, self.cfg.token.grid))
+    return self.token_conv(fused), token_embed
 
-  def _fuse_and_predict(self, visual, text_tokens, text_mask, deterministic, return_attention):
-    """-> (head outputs, fused tokens [B, 1+L+V, d], the VL transformer's attention dict or None)."""
+  def _fuse_and_predict(self, visual, text_tokens, text_mask, deterministic, return_attention,
+                        sentence_map=None):
+    """-> (head outputs, fused tokens [B, 1+L+V, d], the VL transformer's attention dict or None).
+
+    sentence_map: [B, V] logits added to the dense head's (coa.mode 'object'), or None.
+    """
     fused, attention = self.vl(text_tokens, text_mask, visual, deterministic, return_attention)
     if self.cfg.head.type == 'dense':
       visual_out = fused[:, 1 + text_tokens.shape[1]:]
       outputs = self.head(visual_out)
       if self.cfg.head.get('text_score', False):
         outputs['logits'] = outputs['logits'] + self.text_score(visual_out, text_tokens, text_mask)
+      if sentence_map is not None:
+        outputs['logits'] = outputs['logits'] + sentence_map
     else:
       outputs = self.head(fused[:, 0])
     return outputs, fused, attention
 
   def track_step(self, template_cache, text_cache, search):
     """One tracked frame (eval mode): neither the text encoder nor the template trunk runs."""
-    visual = self._visual_tokens(template_cache['template_map'], search, True)
+    visual, token_embed = self._visual_tokens(template_cache['template_map'], search, True)
+    sentence_map = None
+    if token_embed is not None:
+      sentence_map = self.coa.sentence_map(token_embed, text_cache['text_embed'],
+                                           text_cache['text_mask'])
     return self._fuse_and_predict(visual, text_cache['text_tokens'], text_cache['text_mask'],
-                                  True, False)[0]
+                                  True, False, sentence_map)[0]
 
   def __call__(self, template, search, text_ids, text_mask, train=False, return_attention=False):
     """The training/eval forward pass -> (outputs, intermediates); see the module docstring."""
     deterministic = not train
     template_map = self.encode_template(template)['template_map']
     features, text_tokens = self._text_features(text_ids, text_mask, deterministic)
-    visual = self._visual_tokens(template_map, search, deterministic)
-    outputs, fused, attention = self._fuse_and_predict(visual, text_tokens, text_mask,
-                                                       deterministic, return_attention)
+    visual, token_embed = self._visual_tokens(template_map, search, deterministic)
     coa_visual, coa_text, logit_scale = self.coa(visual, features, text_mask)
+    sentence_map = None
+    if token_embed is not None:
+      sentence_map = self.coa.sentence_map(token_embed, coa_text, text_mask)
+    outputs, fused, attention = self._fuse_and_predict(visual, text_tokens, text_mask,
+                                                       deterministic, return_attention, sentence_map)
     inter = {
         'visual_tokens': visual, 'text_tokens': text_tokens, 'text_mask': text_mask,
         'coa_visual': coa_visual, 'coa_text': coa_text, 'logit_scale': logit_scale,
         'obj': fused[:, 0].astype(jnp.float32),
     }
+    if token_embed is not None:  # mode 'object': the losses pool the target's tokens (losses.coa_*)
+      inter['coa_tokens'] = token_embed
     if return_attention:  # last VL layer, [B, heads, 1+L+V] rows: [OBJ]'s, and the visual queries' mean
       inter['obj_attention'] = attention['obj']
       inter['visual_attention'] = attention['visual']
