@@ -335,13 +335,29 @@ class CoA(nn.Module):
     self.text_proj = nn.Linear(text_dim, coa_cfg.dim)
     self.logit_scale = nn.Parameter(torch.tensor(float(coa_cfg.logit_scale_init)))
     self.logit_scale_max = coa_cfg.logit_scale_max
+    self.object_mode = coa_cfg.get('mode', 'global') == 'object'
+    if self.object_mode:
+      self.map_scale = nn.Parameter(torch.tensor(float(coa_cfg.map_scale_init)))
+
+  def embed_text(self, text_features, text_mask):
+    weights = text_mask.to(text_features.dtype)[..., None]
+    text = (text_features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return F.normalize(self.text_proj(text), dim=-1)
+
+  def embed_tokens(self, search_map, grid):
+    """mode 'object': template-free search map [B, d, n, n] -> unit token embeddings [B, grid^2, c]."""
+    if search_map.shape[-1] != grid:
+      search_map = F.interpolate(search_map, size=(grid, grid), mode='bilinear', align_corners=False)
+    return F.normalize(self.visual_proj(search_map.flatten(2).transpose(1, 2)), dim=-1)
+
+  def sentence_map(self, token_embed, text_embed, text_mask):
+    """[B, V] logits added to the dense head: map_scale * cos, zero without a sentence."""
+    has_sentence = (text_mask.sum(-1) > 2).to(token_embed.dtype)
+    return self.map_scale * torch.einsum('bvc,bc->bv', token_embed, text_embed) * has_sentence[:, None]
 
   def forward(self, visual_tokens, text_features, text_mask):
     visual = visual_tokens.mean(1)
-    weights = text_mask.to(text_features.dtype)[..., None]
-    text = (text_features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    return (F.normalize(self.visual_proj(visual), dim=-1),
-            F.normalize(self.text_proj(text), dim=-1),
+    return (F.normalize(self.visual_proj(visual), dim=-1), self.embed_text(text_features, text_mask),
             self.logit_scale.clamp(0.0, self.logit_scale_max))
 
 
@@ -380,39 +396,61 @@ class COST(nn.Module):
     return {'tokens': tokens, 'pos': pos}
 
   def encode_text(self, text_ids, text_mask):
-    """-> cache {'features': [B, L, H] BERT output, 'tokens': [B, L, d], 'mask': [B, L]}."""
+    """-> cache {'features': [B, L, H] BERT output, 'tokens': [B, L, d], 'mask': [B, L]}, plus
+    'embed' [B, c] (CoA's sentence embedding) when coa.mode is 'object'."""
     features = self.text_encoder(text_ids, text_mask)
-    return {'features': features, 'tokens': self.text_proj(features), 'mask': text_mask}
+    cache = {'features': features, 'tokens': self.text_proj(features), 'mask': text_mask}
+    if self.coa.object_mode:
+      cache['embed'] = self.coa.embed_text(features, text_mask)
+    return cache
 
   def visual_tokens(self, template_cache, search):
-    """Search crop uint8 [B, Hs, Ws, 3] -> visual tokens [B, grid^2, d]."""
+    """Search crop uint8 [B, Hs, Ws, 3] -> (visual tokens [B, grid^2, d], CoA's template-free token
+    embeddings [B, grid^2, c] in coa.mode 'object', else None)."""
     tokens, pos, (height, width) = self._features(search)
     fused = self.featurefusion_network(template_cache['tokens'], tokens, template_cache['pos'], pos)
     fused_map = fused.transpose(1, 2).reshape(fused.shape[0], -1, height, width)
-    return self.token_conv(fused_map)
+    token_embed = None
+    if self.coa.object_mode:
+      search_map = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+      token_embed = self.coa.embed_tokens(search_map, self.cfg.token.grid)
+    return self.token_conv(fused_map), token_embed
 
-  def fuse(self, visual, text_cache):
-    """VL transformer + heads: (outputs, fused tokens [B, 1 + L + grid^2, d])."""
+  def fuse(self, visual, text_cache, sentence_map=None):
+    """VL transformer + heads (+ the sentence's map on the dense logits): (outputs, fused tokens
+    [B, 1 + L + grid^2, d])."""
     fused = self.vl(text_cache['tokens'], text_cache['mask'], visual)
     length = text_cache['tokens'].shape[1]
     if self.cfg.head.type == 'dense':
-      return self.head(fused[:, 1 + length:]), fused
+      outputs = self.head(fused[:, 1 + length:])
+      if sentence_map is not None:
+        outputs['logits'] = outputs['logits'] + sentence_map
+      return outputs, fused
     return self.head(fused[:, 0]), fused
 
   def track_step(self, template_cache, text_cache, search):
     """The per-frame step: no template backbone, no text encoder."""
-    outputs, _ = self.fuse(self.visual_tokens(template_cache, search), text_cache)
+    visual, token_embed = self.visual_tokens(template_cache, search)
+    sentence_map = None
+    if token_embed is not None:
+      sentence_map = self.coa.sentence_map(token_embed, text_cache['embed'], text_cache['mask'])
+    outputs, _ = self.fuse(visual, text_cache, sentence_map)
     return outputs
 
   def forward(self, template, search, text_ids, text_mask):
     """Full pass -> (outputs, inter) with the keys of the Flax model (no attention maps)."""
     text_cache = self.encode_text(text_ids, text_mask)
-    visual = self.visual_tokens(self.encode_template(template), search)
-    outputs, fused = self.fuse(visual, text_cache)
+    visual, token_embed = self.visual_tokens(self.encode_template(template), search)
     coa_visual, coa_text, logit_scale = self.coa(visual, text_cache['features'], text_mask)
+    sentence_map = None
+    if token_embed is not None:
+      sentence_map = self.coa.sentence_map(token_embed, coa_text, text_mask)
+    outputs, fused = self.fuse(visual, text_cache, sentence_map)
     inter = {'visual_tokens': visual, 'text_tokens': text_cache['tokens'], 'text_mask': text_mask,
              'coa_visual': coa_visual, 'coa_text': coa_text, 'logit_scale': logit_scale,
              'obj': fused[:, 0]}
+    if token_embed is not None:
+      inter['coa_tokens'] = token_embed
     return outputs, inter
 
 
@@ -460,6 +498,7 @@ def flax_name_rules(model_cfg):
             (r'token_conv\.conv\.weight', 'params/token_conv/conv/kernel', 'conv'),
             (r'token_conv\.conv\.bias', 'params/token_conv/conv/bias', 'none'),
             (r'coa\.logit_scale', 'params/coa/logit_scale', 'none'),
+            (r'coa\.map_scale', 'params/coa/map_scale', 'none'),
             (r'vl\.obj_token', 'params/vl/obj_token', 'none'),
             (r'vl\.pos_embed', 'params/vl/position_embedding', 'none')]
   rules += transformer_rules(r'featurefusion_network\.encoder\.layers\.(?P<i>\d+)',

@@ -28,12 +28,16 @@ def relative_error(ours, reference):
                / max(np.linalg.norm(reference), 1e-30))
 
 
-def small_tiny_config():
-  """cost_tiny with a random 1-layer, 1000-word text encoder (no pretrained load)."""
+def small_tiny_config(coa_mode=None):
+  """cost_tiny with a random 1-layer, 1000-word text encoder (no pretrained load); coa_mode sets
+  model.coa.mode ('object' also moves map_scale off its init, so the map's weight is tested)."""
   cfg = cost_tiny.get_config().model
   cfg.text.pretrained_dir = ''
   cfg.text.num_layers = 1
   cfg.text.vocab_size = 1000
+  if coa_mode is not None:
+    cfg.coa.mode = coa_mode
+    cfg.coa.map_scale_init = 3.7
   return cfg
 
 
@@ -52,7 +56,8 @@ def randomise_batch_stats(variables, seed):
 
 
 def random_inputs(cfg, batch, seed):
-  """uint8 crops, token ids and a mask with padding on the first example."""
+  """uint8 crops, token ids and a mask with padding on the first example; a third example, when
+  asked for, has an empty sentence ([CLS] [SEP]: no sentence map in coa.mode 'object')."""
   rng = np.random.default_rng(seed)
   template = rng.integers(0, 256, (batch, cfg.template_size, cfg.template_size, 3), np.uint8)
   search = rng.integers(0, 256, (batch, cfg.search_size, cfg.search_size, 3), np.uint8)
@@ -60,6 +65,9 @@ def random_inputs(cfg, batch, seed):
   mask = np.ones_like(ids)
   mask[0, 9:] = 0
   ids[0, 9:] = 0
+  if batch > 2:
+    mask[2, 2:] = 0
+    ids[2, 2:] = 0
   return template, search, ids, mask
 
 
@@ -75,9 +83,11 @@ def build_pair(cfg, seed=0):
   return model, variables, reference
 
 
-@pytest.fixture(scope='module')
-def tiny_pair():
-  return build_pair(small_tiny_config())
+@pytest.fixture(scope='module', params=['global', 'object'])
+def tiny_pair(request):
+  """Both CoA modes: 'object' adds the template-free token embeddings and the sentence's map to the
+  dense logits, in the full pass and in the cached per-frame step."""
+  return build_pair(small_tiny_config(request.param))
 
 
 def check_full_forward(model, variables, reference, inputs):
@@ -92,13 +102,13 @@ def check_full_forward(model, variables, reference, inputs):
 
 def test_full_forward_matches_torch_tiny(tiny_pair):
   model, variables, reference = tiny_pair
-  check_full_forward(model, variables, reference, random_inputs(model.cfg, 2, seed=1))
+  check_full_forward(model, variables, reference, random_inputs(model.cfg, 3, seed=1))
 
 
 def test_track_step_matches_torch_tiny(tiny_pair):
   """The cached per-frame step of both frameworks agrees (caches built by each framework)."""
   model, variables, reference = tiny_pair
-  template, search, ids, mask = random_inputs(model.cfg, 2, seed=2)
+  template, search, ids, mask = random_inputs(model.cfg, 3, seed=2)
   template_cache = model.apply(variables, template, method=cost.COST.encode_template)
   text_cache = model.apply(variables, ids, mask, method=cost.COST.encode_text)
   outputs = model.apply(variables, template_cache, text_cache, search, method=cost.COST.track_step)
