@@ -55,6 +55,11 @@ def get_config(arg=None):
   m.text.pretrained_dir = minilm
 
   m.coa.dim = 64
+  # The language recipe (README "The sentence matters"): CoA on the target's own template-free tokens,
+  # the sentence's map joining the dense logits at weight 10 (at 1 the map, ~0.8 logit between target
+  # and look-alike, was swamped by the visual logits and the tracker's window: no language effect).
+  m.coa.mode = 'object'
+  m.coa.map_scale_init = 10.0
   m.vl.num_layers = 2
   m.vl.num_heads = 4
   m.vl.mlp_dim = 256
@@ -73,6 +78,11 @@ def get_config(arg=None):
   # CPU budget: the pretrained MiniLM runs forward only (no backward pass); the paper config fine-tunes
   # BERT at lr x0.1.
   t.freeze_text = True
+  # Pairs where the template cannot decide, so the sentence must: a fifth of the templates blank,
+  # 30% in grey (the colour only in the words); the token softmax makes a look-alike cost log 2.
+  t.template_drop = 0.2
+  t.template_grey = 0.3
+  t.w_loc = 1.0
 
   config.track.batch_slots = 8
 
