@@ -250,9 +250,12 @@ def test_track_step_equals_full_forward(micro):
   tracked = step(variables, template_cache, text_cache, search)
   assert rel(tracked['logits'], full['logits']) <= 1e-5
   assert rel(tracked['boxes'], full['boxes']) <= 1e-5
-  # The step really does not run the text encoder or the template trunk.
-  used = {'params': {k: v for k, v in variables['params'].items() if k not in ('text_encoder', 'coa')},
-          'batch_stats': variables['batch_stats']}
+  # The step really does not run the text encoder or the template trunk, nor CoA's text side (in
+  # coa.mode 'object' the step embeds its search tokens with CoA's visual projection: that stays).
+  params = {k: v for k, v in variables['params'].items() if k not in ('text_encoder', 'coa')}
+  if cfg.coa.get('mode', 'global') == 'object':
+    params['coa'] = {k: v for k, v in variables['params']['coa'].items() if k != 'text_proj'}
+  used = {'params': params, 'batch_stats': variables['batch_stats']}
   jaxpr = jax.make_jaxpr(lambda v: model.apply(v, template_cache, text_cache, search,
                                                method=cost.COST.track_step))(used)
   assert 'text_encoder' not in str(jaxpr)
