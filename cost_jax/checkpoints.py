@@ -1,5 +1,5 @@
-"""Checkpoints (DESIGN §3): orbax CheckpointManager in <workdir>/checkpoints, async, keep-N,
-auto-resume, preemption, and a finiteness check before every save.
+"""Checkpoints (docs/design.md §3): orbax CheckpointManager in <workdir>/checkpoints, async,
+keep-N, auto-resume, preemption, and a finiteness check before every save.
 
 Each checkpoint is `ocp.args.Composite(state=<train state>, metadata=<JSON with next_step>)`.
 `restore_variables(workdir, config)` gives {'params', 'batch_stats'} of the latest checkpoint to the

@@ -1,5 +1,5 @@
-"""Device mesh and shardings (DESIGN §3): mesh ('data', 'fsdp'), batch over both axes, parameters
-replicated or FSDP-sharded by name rules read from `config.mesh`.
+"""Device mesh and shardings (docs/design.md §3): mesh ('data', 'fsdp'), batch over both axes,
+parameters replicated or FSDP-sharded by name rules read from `config.mesh`.
 
 The mesh uses Auto axis types (jax 0.10's `jax.make_mesh` defaults to Explicit, which breaks linen's
 logical constraints). No pmap: everything is `jax.jit` over global arrays.

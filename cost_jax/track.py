@@ -1,4 +1,4 @@
-"""Track every sequence of a benchmark and write pytracking-style result files (DESIGN §4).
+"""Track every sequence of a benchmark and write pytracking-style result files (docs/design.md §4).
 
   python -m cost_jax.track --config=configs/cost_tiny.py --workdir=runs/tiny --dataset=synthetic \
       --data_dir=data/synth --results_dir=results [--tracker_name=cost] [--int_results] [--no_language] \

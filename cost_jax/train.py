@@ -1,4 +1,4 @@
-"""Training COST (DESIGN §3): one jitted, sharded update step on a ('data', 'fsdp') mesh.
+"""Training COST (docs/design.md §3): one jitted, sharded update step on a ('data', 'fsdp') mesh.
 
   python -m cost_jax.train --config=configs/cost_tiny.py --workdir=runs/tiny \
       --config.data.roots.synthetic=data/synth [--config.train.num_steps=600]

@@ -228,10 +228,10 @@ def test_batched_trajectories_with_slot_refilling_match_one_by_one(setup):
 
   Each frame of the batched path is compared with one step of the single-sequence Tracker started
   from the batched path's previous box (the reference path's boxes re-fed), so both see identical
-  inputs at every frame: single steps agree to <= 1e-5 relative (DESIGN §4). Comparing two free-running
-  closed loops instead would measure XLA's rounding, not the bookkeeping: a 1e-5 px difference is fed
-  back through the next crop and grows (seen: 1.4e-3 px after 5 frames on one CPU, 1e-4 on another),
-  and a 17-frame fraction cannot absorb one such frame.
+  inputs at every frame: single steps agree to <= 1e-5 relative (docs/design.md §4). Comparing two
+  free-running closed loops instead would measure XLA's rounding, not the bookkeeping: a 1e-5 px
+  difference is fed back through the next crop and grows (seen: 1.4e-3 px after 5 frames on one CPU,
+  1e-4 on another), and a 17-frame fraction cannot absorb one such frame.
   """
   results = list(setup['evaluator'].run(setup['sequences']))
   assert [r.sequence.name for r in results] == ['b', 'a', 'c']  # b ends first, c takes its slot

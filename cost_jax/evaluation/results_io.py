@@ -158,8 +158,8 @@ def rows_to_boxes(rows, compat=False):
 
 
 def check_boxes(boxes):
-  """DESIGN §4 / calc_seq_err_robust ('Error: Invalid results'): NaN anywhere or w/h < 0 in a
-  prediction is an error; negative x, y are legal."""
+  """docs/design.md §4 / calc_seq_err_robust ('Error: Invalid results'): NaN anywhere or w/h < 0
+  in a prediction is an error; negative x, y are legal."""
   nan = np.isnan(boxes).any(axis=1)
   if nan.any():
     raise SequenceFailure(f'NaN in the prediction at frames {frame_list(nan)}')

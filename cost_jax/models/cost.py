@@ -1,4 +1,5 @@
-"""COST, the Contrastive One-Stage Transformer (DESIGN §1): the whole network and its public API.
+"""COST, the Contrastive One-Stage Transformer (docs/design.md §1): the whole network and its
+public API.
 
   model = COST(config.model)
   variables = init_variables(model, rng)        # {'params', 'batch_stats'}
