@@ -25,7 +25,9 @@ import optax
 from cost_jax import checkpoints
 from cost_jax import losses
 from cost_jax import optim
+from cost_jax import pretrained
 from cost_jax import sharding
+from cost_jax.convert import core
 from cost_jax.models import cost
 
 
@@ -113,19 +115,6 @@ def create_input(config, mesh):
 
 # ------------------------------------------------------------------ model and optimiser
 
-def initial_weights(config):
-  """Flat {'params/...': array} to merge over a fresh init: the pretrained text encoder
-  (model.text.pretrained_dir), then a cost_jax.convert output (train.init_weights), which wins."""
-  flat = {}
-  if config.model.text.pretrained_dir:
-    from cost_jax.convert.bert import convert_bert
-    flat.update(convert_bert(config.model.text.pretrained_dir, config.model.text)[0])
-  if config.train.init_weights:
-    from cost_jax.convert import core
-    flat.update(core.load_flat(os.path.join(config.train.init_weights, 'weights.safetensors')))
-  return flat
-
-
 def create_train_state(config, model, rng, mesh):
   """(state, state shardings, optimiser): shapes by eval_shape, then jit(init, out_shardings)."""
   init_variables = cost.init_fn(model)
@@ -141,9 +130,8 @@ def create_train_state(config, model, rng, mesh):
   abstract = jax.eval_shape(init, rng)
   shardings = sharding.tree_shardings(abstract, config.mesh, mesh)
   state = jax.jit(init, out_shardings=shardings)(rng)
-  flat = initial_weights(config)
+  flat = pretrained.initial_weights(config.model, config.train.init_weights)
   if flat:  # Adam's moments start at zero whatever the parameters, so merging after init is exact.
-    from cost_jax.convert import core
     merged = core.merge_into({'params': state.params, 'batch_stats': state.batch_stats}, flat)
     state = state.replace(
         params=jax.device_put(merged['params'], shardings.params),
