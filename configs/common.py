@@ -173,7 +173,12 @@ def base_config():
 
 
 def shrink_for_runlocal(config):
-  """A few CPU steps on the synthetic set: what a test runs to keep docstring commands alive."""
+  """Two CPU steps of batch 2 on the synthetic set (data.roots.synthetic), the model unchanged: what
+  tests/test_configs.py runs for every config, so that docstring commands stay alive. A config
+  without a vocabulary gets bert-base-uncased's, which ships with the MiniLM package (offline)."""
+  if not (config.model.text.vocab_path or config.model.text.pretrained_dir):
+    from cost_jax import pretrained  # imported here: it loads JAX, which reading a config need not
+    config.model.text.vocab_path = os.path.join(pretrained.minilm_dir(), 'vocab.txt')
   config.train.batch_size = 2
   config.train.num_steps = 2
   config.train.warmup_steps = 1
