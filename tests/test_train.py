@@ -193,7 +193,7 @@ config = cost_tiny.get_config()
 config.data.roots.synthetic = '{data}'
 config.train.update(dict(num_steps={steps}, batch_size=8, log_every=1, checkpoint_every={steps},
                          warmup_steps=20, lr_milestones=()))
-train.train_and_evaluate(config, '{workdir}')
+train.train_and_checkpoint(config, '{workdir}')
 print(json.dumps({{'ok': True}}))
 """
 
