@@ -153,8 +153,7 @@ def base_config():
   # wins): 'fsdp' shards the largest dimension divisible by the fsdp axis, 'replicate' copies it.
   # E.g. (('text_encoder', 'replicate'), ('.*', 'fsdp')).
   config.mesh.param_rules = (('.*', 'fsdp'),)
-  # Logical axis names -> mesh axes for activation hints (flax lm1b recipe; nn.logical_axis_rules).
-  config.mesh.logical_axis_rules = (('batch', ('data', 'fsdp')),)
+  # Activations carry no sharding hints: XLA propagates the batch's and the parameters' shardings.
 
   # ---------------------------------------------------------------- tracking (docs/design.md §4)
   k = config.track = ml_collections.ConfigDict()

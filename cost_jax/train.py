@@ -16,7 +16,6 @@ import time
 
 from absl import logging
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,10 +143,9 @@ def create_train_state(config, model, rng, mesh):
 def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, token_centers,
                    coa_fn):
   """-> (total loss, {'cls', 'l1', 'giou', 'coa', 'loss'}) over the global batch."""
-  with nn.logical_axis_rules(tuple(config.mesh.logical_axis_rules)):
-    outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
-                                 batch['search'], batch['text_ids'], batch['text_mask'],
-                                 train=True, rngs={'dropout': dropout_rng})
+  outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
+                               batch['search'], batch['text_ids'], batch['text_mask'],
+                               train=True, rngs={'dropout': dropout_rng})
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
