@@ -14,6 +14,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from cost_jax.models import cost
+
 
 class NonFiniteError(FloatingPointError):
   """The loss or gradients became NaN/Inf; the message names the first such step."""
@@ -142,7 +144,6 @@ def restore_variables(workdir, config=None):
 def check_model_shapes(stored, model_cfg, source):
   """Raises ValueError naming `source` when stored {'params', 'batch_stats'} (trees of leaves with a
   .shape) differ from COST(model_cfg)'s: missing, unexpected or differently shaped variables."""
-  from cost_jax.models import cost
   flat = lambda tree: {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
                        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
   expected = cost.variable_shapes(model_cfg)

@@ -47,8 +47,7 @@ def test_models_import_nothing_that_reads_files():
 
 def test_initial_weights_and_init_variables(tmp_path):
   """initial_weights: the pretrained text encoder (model.text.pretrained_dir), then a convert output
-  (init_weights), which wins; init_variables merges exactly that over the random init and keeps
-  every other leaf."""
+  (init_weights), which wins; init_variables merges exactly that over a random init of the model."""
   cfg = micro_model_cfg()
   cfg.text = cost_tiny.get_config().model.text  # MiniLM-L6, from the installed package
   cfg.text.max_len = 8
@@ -69,10 +68,12 @@ def test_initial_weights_and_init_variables(tmp_path):
   assert pretrained.initial_weights(cfg) == {}
   cfg.text.pretrained_dir = pretrained.minilm_dir()
 
+  # The merge itself (other leaves keep their init) is tests/test_convert_core.py's.
   model = cost.COST(cfg)
-  fresh = core.flatten(jax.jit(cost.init_fn(model))(jax.random.key(0)))
+  shapes = core.flatten(cost.variable_shapes(cfg))
   merged = core.flatten(pretrained.init_variables(model, jax.random.key(0), str(tmp_path)))
-  assert merged.keys() == fresh.keys()
+  assert merged.keys() == shapes.keys()
   for key, value in merged.items():
-    expected = flat[key] if key in flat else fresh[key]
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(expected), err_msg=key)
+    assert value.shape == shapes[key].shape and value.dtype == shapes[key].dtype, key
+    if key in flat:
+      np.testing.assert_array_equal(np.asarray(value), flat[key], err_msg=key)
