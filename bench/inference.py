@@ -37,6 +37,7 @@ import torch
 
 from bench import common
 from bench import torch_reference
+from cost_jax import pretrained
 from cost_jax.models import cost
 
 
@@ -69,7 +70,7 @@ def build_models(model_cfg, seed=0, device='cpu'):
   """Flax COST + its variables, and the PyTorch reference (eval mode, on `device`) holding the same
   weights."""
   model = cost.COST(model_cfg)
-  variables = cost.init_variables(model, jax.random.key(seed))
+  variables = pretrained.init_variables(model, jax.random.key(seed))
   reference = torch_reference.load_from_flax(torch_reference.COST(model_cfg).eval(), variables)
   return model, variables, reference.to(device)
 

@@ -1,7 +1,7 @@
 """COST in PyTorch: the reference the Flax model is checked against and benchmarked beside.
 
 Assembled from torchvision's ResNet bottlenecks and FrozenBatchNorm2d, transformers' BertModel and
-torch.nn.MultiheadAttention, following DESIGN §1 and mirroring cost_jax/models/ exactly. Parameter
+torch.nn.MultiheadAttention, following docs/design.md §1 and mirroring cost_jax/models/ exactly. Parameter
 names follow the PyTorch originals (torchvision ResNet under `backbone.`, TransT's
 `input_proj` / `featurefusion_network.*`, Hugging Face BERT under `text_encoder.`), so the
 converters' rename rules (cost_jax/convert/) map them to the Flax names; `load_from_flax` uses

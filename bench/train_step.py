@@ -6,9 +6,10 @@ r"""Training throughput, JAX vs PyTorch eager: same architecture, weights, batch
       --peak_size=256                                                # smoke run (tests/test_bench.py)
 
 What is timed: one whole update on a batch already in memory (random uint8 crops, boxes and token
-ids; no input pipeline): forward in train mode (dropout on, BatchNorm frozen), the DESIGN §3 loss
-(weighted BCE + L1 + GIoU over positive tokens + CoA), backward, global-norm clipping and AdamW with
-the backbone and text encoder at lr x0.1 and no decay on biases, norms, embeddings and logit_scale.
+ids; no input pipeline): forward in train mode (dropout on, BatchNorm frozen), the loss of
+docs/design.md §3 (weighted BCE + L1 + GIoU over positive tokens + CoA), backward, global-norm
+clipping and AdamW with the backbone and text encoder at lr x0.1 and no decay on biases, norms,
+embeddings and logit_scale.
 JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh.
 PyTorch: torch_reference.COST with the same initial weights, `torch_losses` (a mirror of
 cost_jax.losses, tested equal in tests/test_bench.py) and torch.optim.AdamW with the same groups.

@@ -14,7 +14,7 @@ def base_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # ---------------------------------------------------------------- model (DESIGN §1)
+  # ---------------------------------------------------------------- model (docs/design.md §1)
   m = config.model = ml_collections.ConfigDict()
   m.image_mean = (0.485, 0.456, 0.406)  # ImageNet, of pixel/255; the model normalises uint8 RGB
   m.image_std = (0.229, 0.224, 0.225)
@@ -77,7 +77,7 @@ def base_config():
   m.head.cls_hidden = 256
   m.head.text_score = False  # add heads.TextScore (token . sentence) to the dense logits (a *choice*)
 
-  # ---------------------------------------------------------------- crops (DESIGN §2)
+  # ---------------------------------------------------------------- crops (docs/design.md §2)
   c = config.crop = ml_collections.ConfigDict()
   c.size_rule = 'transt'  # 'transt' | 'pytracking'
   c.template_factor = 2.0
@@ -85,7 +85,7 @@ def base_config():
   c.template_min_side_px = 32.0
   c.search_min_side_px = 64.0
 
-  # ---------------------------------------------------------------- data (DESIGN §2)
+  # ---------------------------------------------------------------- data (docs/design.md §2)
   d = config.data = ml_collections.ConfigDict()
   # Dataset roots: one place. Overridable by flag (--config.data.roots.lasot=...) or by the
   # environment variable COST_DATA_<NAME> (e.g. COST_DATA_LASOT); see input_pipeline.readers.
@@ -108,7 +108,7 @@ def base_config():
   d.num_parallel_calls = -1  # tf.data.AUTOTUNE
   d.prefetch = 2
 
-  # ---------------------------------------------------------------- training (DESIGN §3)
+  # ---------------------------------------------------------------- training (docs/design.md §3)
   t = config.train = ml_collections.ConfigDict()
   t.batch_size = 14  # global
   t.num_steps = 1000
@@ -133,8 +133,9 @@ def base_config():
   t.log_every = 10
   t.checkpoint_every = 200
   t.keep_checkpoints = 3
-  # Language (DESIGN §6): a share of templates replaced by the blank template, so the sentence alone
-  # must find the target (train.language_inputs); empty_sentences trains without language (ablation).
+  # Language (docs/design.md §6): a share of templates replaced by the blank template, so the
+  # sentence alone must find the target (train.language_inputs); empty_sentences trains without
+  # language (ablation).
   t.template_drop = 0.0
   t.template_grey = 0.0  # a share of templates in grey (search crops keep their colour)
   t.empty_sentences = False
@@ -143,7 +144,7 @@ def base_config():
   t.max_minutes = 0.0  # > 0: save and stop after this much training time (rerun to continue)
   t.progress_bar = False  # a tqdm bar over the steps (process 0) beside the log lines
 
-  # ---------------------------------------------------------------- mesh (DESIGN §3)
+  # ---------------------------------------------------------------- mesh (docs/design.md §3)
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1)  # ('data', 'fsdp'); -1 = all remaining devices
   config.mesh.axes = ('data', 'fsdp')
@@ -152,10 +153,9 @@ def base_config():
   # wins): 'fsdp' shards the largest dimension divisible by the fsdp axis, 'replicate' copies it.
   # E.g. (('text_encoder', 'replicate'), ('.*', 'fsdp')).
   config.mesh.param_rules = (('.*', 'fsdp'),)
-  # Logical axis names -> mesh axes for activation hints (flax lm1b recipe; nn.logical_axis_rules).
-  config.mesh.logical_axis_rules = (('batch', ('data', 'fsdp')),)
+  # Activations carry no sharding hints: XLA propagates the batch's and the parameters' shardings.
 
-  # ---------------------------------------------------------------- tracking (DESIGN §4)
+  # ---------------------------------------------------------------- tracking (docs/design.md §4)
   k = config.track = ml_collections.ConfigDict()
   k.hann_weight = 0.49
   k.min_size_px = 1.0
@@ -172,7 +172,12 @@ def base_config():
 
 
 def shrink_for_runlocal(config):
-  """A few CPU steps on the synthetic set: what a test runs to keep docstring commands alive."""
+  """Two CPU steps of batch 2 on the synthetic set (data.roots.synthetic), the model unchanged: what
+  tests/test_configs.py runs for every config, so that docstring commands stay alive. A config
+  without a vocabulary gets bert-base-uncased's, which ships with the MiniLM package (offline)."""
+  if not (config.model.text.vocab_path or config.model.text.pretrained_dir):
+    from cost_jax import pretrained  # imported here: it loads JAX, which reading a config need not
+    config.model.text.vocab_path = os.path.join(pretrained.minilm_dir(), 'vocab.txt')
   config.train.batch_size = 2
   config.train.num_steps = 2
   config.train.warmup_steps = 1

@@ -1,4 +1,4 @@
-"""The language ablations of DESIGN §6 over training seeds -> one table (markdown and JSON).
+"""The language ablations of docs/design.md §6 over training seeds -> one table (markdown and JSON).
 
   python -m cost_jax.ablate [--workdir=runs/ablate] [--seeds=0,1,2] [--variants=full,coa_off,...]
 

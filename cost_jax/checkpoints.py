@@ -1,9 +1,10 @@
-"""Checkpoints (DESIGN §3): orbax CheckpointManager in <workdir>/checkpoints, async, keep-N,
-auto-resume, preemption, and a finiteness check before every save.
+"""Checkpoints (docs/design.md §3): orbax CheckpointManager in <workdir>/checkpoints, async,
+keep-N, auto-resume, preemption, and a finiteness check before every save.
 
 Each checkpoint is `ocp.args.Composite(state=<train state>, metadata=<JSON with next_step>)`.
 `restore_variables(workdir, config)` gives {'params', 'batch_stats'} of the latest checkpoint to the
-tracker and the exporter without building an optimiser.
+tracker and the exporter: only those two items are read, and with a config they are checked against
+that config's model.
 """
 
 import os
@@ -12,6 +13,8 @@ import signal
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from cost_jax.models import cost
 
 
 class NonFiniteError(FloatingPointError):
@@ -27,7 +30,9 @@ def checkpoint_dir(workdir):
 
 
 class Checkpointer:
-  """The trainer's CheckpointManager: save every `every` steps and at the end, keep `keep`."""
+  """The trainer's CheckpointManager in <workdir>/checkpoints: keeps the newest `keep` checkpoints,
+  saves asynchronously unless async_save=False. When to save is the caller's (cost_jax.train saves
+  every config.train.checkpoint_every steps, at the end and on preemption)."""
 
   def __init__(self, workdir, keep=3, async_save=True):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -98,27 +103,58 @@ def should_stop_for_preemption(checkpointer, flag, step):
   return flag is not None and flag.raised
 
 
-def restore_variables(workdir, config):
+VARIABLES = ('params', 'batch_stats')  # the items of the train state that the model needs
+
+
+def restore_variables(workdir, config=None):
   """{'params', 'batch_stats'} of the latest checkpoint in `workdir`, on this process's 1st device.
 
-  Works whatever mesh and process count wrote the checkpoint (the target is built from the stored
-  shapes). config is accepted so callers state which model the checkpoint belongs to; only the model
-  variables are returned, never the optimiser state.
+  Only those two items are read from disk (a partial restore: the optimiser state and the counters
+  are never loaded). Works whatever mesh and process count wrote the checkpoint (the target is built
+  from the stored shapes). config: the config whose model the checkpoint should hold; when given,
+  the stored variables must have exactly the shapes of COST(config.model)'s, else ValueError naming
+  the checkpoint and the differing variables. None skips the check (a checkpoint of another model).
+  Raises FileNotFoundError when `workdir` holds no checkpoint.
   """
-  del config
   manager = ocp.CheckpointManager(
       checkpoint_dir(workdir), item_names=('state', 'metadata'),
       options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={'state': ocp.StandardCheckpointHandler(),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
                      'metadata': ocp.JsonCheckpointHandler()})
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
-  stored = manager.item_metadata(step)['state']
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        getattr(stored, 'tree', stored))
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target)))['state']
-  manager.close()
-  return {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
+    stored = manager.item_metadata(step)['state']
+    stored = getattr(stored, 'tree', stored)
+    if config is not None:
+      check_model_shapes(stored, config.model, f'{checkpoint_dir(workdir)} step {step}')
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              stored[k])
+              for k in VARIABLES if stored.get(k)}
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))['state']
+  finally:
+    manager.close()
+  return {k: state.get(k, {}) for k in VARIABLES}
+
+
+def check_model_shapes(stored, model_cfg, source):
+  """Raises ValueError naming `source` when stored {'params', 'batch_stats'} (trees of leaves with a
+  .shape) differ from COST(model_cfg)'s: missing, unexpected or differently shaped variables."""
+  flat = lambda tree: {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
+                       for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  expected = cost.variable_shapes(model_cfg)
+  want = flat({k: expected.get(k, {}) for k in VARIABLES})
+  have = flat({k: stored.get(k) or {} for k in VARIABLES})
+  groups = [('differently shaped', [f'{k} stored {have[k]}, config {want[k]}'
+                                     for k in sorted(want.keys() & have.keys()) if have[k] != want[k]]),
+            ('missing', sorted(want.keys() - have.keys())),
+            ("not in the config's model", sorted(have.keys() - want.keys()))]
+  parts = [f'{len(names)} {kind} ({", ".join(names[:3])}{", ..." if len(names) > 3 else ""})'
+           for kind, names in groups if names]
+  if parts:
+    raise ValueError(f'{source}: the checkpoint does not hold the model of this config: '
+                     + '; '.join(parts))

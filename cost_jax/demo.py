@@ -32,7 +32,7 @@ ROWS = ('cost_tiny', 'cost_sentence', 'no_language', 'static')
 TRACKED = {'cost_tiny': dict(use_language=True), 'cost_sentence': dict(init='sentence'),
            'no_language': dict(use_language=False)}
 DATASET = 'synthetic'  # the generator's own tree, read by input_pipeline.readers.synthetic
-PROTOCOL = 'vlsot'  # the VL-SOT500 toolkit's rules (DESIGN §4)
+PROTOCOL = 'vlsot'  # the VL-SOT500 toolkit's rules (docs/design.md §4)
 # Subsets of the held-out videos reported beside the whole set: attribute -> table column.
 SUBSETS = (('all', 'all'), ('language_ambiguity', 'language-critical'), ('cue_position', 'position'),
            ('cue_colour', 'colour'), ('cue_motion', 'motion'))

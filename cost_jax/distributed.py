@@ -1,6 +1,6 @@
 """Multi-process start-up: one helper around `jax.distributed.initialize`, run before any JAX call.
 
-Modes (DESIGN §3):
+Modes (docs/design.md §3):
   * explicit: coordinator address, process count and id given (flags or COST_COORDINATOR_ADDRESS,
     COST_NUM_PROCESSES, COST_PROCESS_ID), e.g. several processes on one machine or a plain cluster;
   * SLURM: inside `srun` with more than one task, JAX reads the SLURM environment itself;

@@ -1,4 +1,5 @@
-"""Export the tracker as `jax.export` artifacts that run without the model code (DESIGN §4).
+"""Export the tracker as `jax.export` artifacts that run without the model code
+(docs/design.md §4).
 
   python -m cost_jax.export --config=configs/cost_tiny.py --workdir=runs/tiny --out=exported/
 

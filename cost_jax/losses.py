@@ -1,4 +1,5 @@
-"""COST's training losses (DESIGN §3): weighted BCE, L1 and 1-GIoU over positive tokens, and CoA.
+"""COST's training losses (docs/design.md §3): weighted BCE, L1 and 1-GIoU over positive tokens,
+and CoA.
 
 Every normaliser is a sum over the whole batch that the function sees. Under `jax.jit` with a batch
 sharded over the mesh the arrays are global, so the normalisers are global sums; `coa_loss_sharded`

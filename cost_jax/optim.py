@@ -1,5 +1,5 @@
-"""The optimiser of DESIGN §3: AdamW with a decay mask, learning-rate groups, warmup then step
-decay, global-norm clipping and an optional frozen text encoder.
+"""The optimiser of docs/design.md §3: AdamW with a decay mask, learning-rate groups, warmup then
+step decay, global-norm clipping and an optional frozen text encoder.
 
 Groups by top-level parameter name: params['backbone'] at lr x train.backbone_lr_mult,
 params['text_encoder'] at lr x train.text_lr_mult (x0, gradients zeroed, when train.freeze_text),
@@ -67,7 +67,7 @@ def scale_by_tree(multipliers):
 def make_optimizer(train_cfg, params):
   """The optax transformation for `params` (a tree of arrays or ShapeDtypeStructs of params).
 
-  train.optimizer 'adamw' (DESIGN §3) or 'sgd' (plain SGD, same groups, no decay).
+  train.optimizer 'adamw' (docs/design.md §3) or 'sgd' (plain SGD, same groups, no decay).
   """
   parts = [optax.masked(optax.set_to_zero(), frozen_mask(params, train_cfg))]
   if train_cfg.grad_clip > 0:

@@ -1,8 +1,9 @@
-"""Device mesh and shardings (DESIGN §3): mesh ('data', 'fsdp'), batch over both axes, parameters
-replicated or FSDP-sharded by name rules read from `config.mesh`.
+"""Device mesh and shardings (docs/design.md §3): mesh ('data', 'fsdp'), batch over both axes,
+parameters replicated or FSDP-sharded by name rules read from `config.mesh`.
 
-The mesh uses Auto axis types (jax 0.10's `jax.make_mesh` defaults to Explicit, which breaks linen's
-logical constraints). No pmap: everything is `jax.jit` over global arrays.
+The mesh uses Auto axis types (jax 0.10's `jax.make_mesh` defaults to Explicit): only the inputs'
+and the parameters' shardings are stated, and XLA propagates them through the step; the model adds no
+activation hints. No pmap: everything is `jax.jit` over global arrays.
 """
 
 import re

@@ -1,4 +1,4 @@
-"""Track every sequence of a benchmark and write pytracking-style result files (DESIGN §4).
+"""Track every sequence of a benchmark and write pytracking-style result files (docs/design.md §4).
 
   python -m cost_jax.track --config=configs/cost_tiny.py --workdir=runs/tiny --dataset=synthetic \
       --data_dir=data/synth --results_dir=results [--tracker_name=cost] [--int_results] [--no_language] \
@@ -42,13 +42,9 @@ from input_pipeline import readers
 from input_pipeline import tokenize
 
 
-def result_path(out_dir, sequence):
-  return os.path.join(out_dir, sequence.name + '.txt')
-
-
 def is_finished(out_dir, sequence):
   """True when the sequence's result and time files exist and hold one line a frame."""
-  path = result_path(out_dir, sequence)
+  path = results_io.result_file(out_dir, sequence.name)
   if not (os.path.isfile(path) and os.path.isfile(results_io.time_path(path))):
     return False
   with open(path) as f:
@@ -76,7 +72,7 @@ def _previous_report(out_dir, echo):
 
 def _remove_results(out_dir, sequence):
   """Delete a sequence's result and time files (an older run's, now stale)."""
-  path = result_path(out_dir, sequence)
+  path = results_io.result_file(out_dir, sequence.name)
   for stale in (path, results_io.time_path(path)):
     if os.path.isfile(stale):
       os.remove(stale)
@@ -119,7 +115,7 @@ def track_dataset(evaluator, sequences, out_dir, int_results=False, progress=Tru
       done.bad_frames[name] = list(result.bad_frames)
       report['bad_frames'][name] = [{'frame': b.frame, 'file': b.path, 'reason': b.reason}
                                     for b in result.bad_frames]
-    path = result_path(out_dir, result.sequence)
+    path = results_io.result_file(out_dir, result.sequence.name)
     results_io.write_times(path, result.times)
     results_io.write_tracking_report(out_dir, report)
     results_io.write_results(path, result.boxes, int_results=int_results)  # last: marks it finished
@@ -139,14 +135,15 @@ def loaded_config(config):
 
 
 def restore_variables(workdir, config):
-  """checkpoints.restore_variables(workdir, config), or cli.UsageError when workdir holds none."""
+  """checkpoints.restore_variables(workdir, config), or cli.UsageError when workdir holds none or
+  its checkpoint is not of config's model."""
   folder = checkpoints.checkpoint_dir(workdir)
   if '://' not in folder and not (os.path.isdir(folder) and any(
       n.isdigit() for n in os.listdir(folder))):
     raise cli.UsageError(f'no checkpoint in --workdir={workdir} (no step folder in {folder})')
   try:
     return checkpoints.restore_variables(workdir, config)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     raise cli.UsageError(str(e)) from None
 
 
@@ -194,7 +191,7 @@ def main(argv):
                                        num_slots=f.slots, use_language=not f.no_language,
                                        init=f.init)
   name = f.tracker_name or ('cost_sentence' if f.init == 'sentence' else 'cost')
-  out_dir = os.path.join(f.results_dir, name, f.dataset)
+  out_dir = results_io.result_folder(f.results_dir, name, f.dataset)
   done = track_dataset(evaluator, sequences, out_dir, int_results=f.int_results,
                        overwrite=f.overwrite)
   bad = sum(len(b) for b in done.bad_frames.values())
@@ -208,7 +205,7 @@ def main(argv):
                          f'{results_io.tracking_report_path(out_dir)})')
   started = [s for s in sequences if s.name in set(done.tracked + done.kept)]
   if f.init == 'sentence' and started:
-    starts = [results_io.read_rows(result_path(out_dir, s))[0] for s in started]
+    starts = [results_io.read_rows(results_io.result_file(out_dir, s.name))[0] for s in started]
     print(grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in started], starts)))
 
 

@@ -1,4 +1,5 @@
-"""COST tracker (DESIGN §4): pytracking-style `initialize` / `track`, and batched evaluation.
+"""COST tracker (docs/design.md §4): pytracking-style `initialize` / `track`, and batched
+evaluation.
 
 `initialize(frame, box, sentence)` crops the template around the first box and runs the template
 branch and the text encoder once; the caches stay on the device. `track(frame)` is one jitted step:
@@ -16,10 +17,10 @@ vmaps them over N slots. Frames of different sizes share a batch by zero-padding
 the crop reads only the valid part of its frame, so padding never changes a result. The crop enters the
 network unrounded (float 0..255, see `crop_valid`).
 
-Bad input (DESIGN §2: bad data is normal): a frame that does not load (missing, undecodable) is counted
-as a `BadFrame`, gets the previous box, and no network step uses it; a sequence whose first frame does
-not load or whose first box cannot start a track (`box_ops.start_box_problem`) fails by name, and the
-others go on.
+Bad input (docs/design.md §2: bad data is normal): a frame that does not load (missing, undecodable)
+is counted as a `BadFrame`, gets the previous box, and no network step uses it; a sequence whose
+first frame does not load or whose first box cannot start a track (`box_ops.start_box_problem`)
+fails by name, and the others go on.
 """
 
 import collections

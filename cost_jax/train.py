@@ -1,4 +1,4 @@
-"""Training COST (DESIGN §3): one jitted, sharded update step on a ('data', 'fsdp') mesh.
+"""Training COST (docs/design.md §3): one jitted, sharded update step on a ('data', 'fsdp') mesh.
 
   python -m cost_jax.train --config=configs/cost_tiny.py --workdir=runs/tiny \
       --config.data.roots.synthetic=data/synth [--config.train.num_steps=600]
@@ -16,7 +16,6 @@ import time
 
 from absl import logging
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +24,9 @@ import optax
 from cost_jax import checkpoints
 from cost_jax import losses
 from cost_jax import optim
+from cost_jax import pretrained
 from cost_jax import sharding
+from cost_jax.convert import core
 from cost_jax.models import cost
 
 
@@ -113,19 +114,6 @@ def create_input(config, mesh):
 
 # ------------------------------------------------------------------ model and optimiser
 
-def initial_weights(config):
-  """Flat {'params/...': array} to merge over a fresh init: the pretrained text encoder
-  (model.text.pretrained_dir), then a cost_jax.convert output (train.init_weights), which wins."""
-  flat = {}
-  if config.model.text.pretrained_dir:
-    from cost_jax.convert.bert import convert_bert
-    flat.update(convert_bert(config.model.text.pretrained_dir, config.model.text)[0])
-  if config.train.init_weights:
-    from cost_jax.convert import core
-    flat.update(core.load_flat(os.path.join(config.train.init_weights, 'weights.safetensors')))
-  return flat
-
-
 def create_train_state(config, model, rng, mesh):
   """(state, state shardings, optimiser): shapes by eval_shape, then jit(init, out_shardings)."""
   init_variables = cost.init_fn(model)
@@ -141,9 +129,8 @@ def create_train_state(config, model, rng, mesh):
   abstract = jax.eval_shape(init, rng)
   shardings = sharding.tree_shardings(abstract, config.mesh, mesh)
   state = jax.jit(init, out_shardings=shardings)(rng)
-  flat = initial_weights(config)
+  flat = pretrained.initial_weights(config.model, config.train.init_weights)
   if flat:  # Adam's moments start at zero whatever the parameters, so merging after init is exact.
-    from cost_jax.convert import core
     merged = core.merge_into({'params': state.params, 'batch_stats': state.batch_stats}, flat)
     state = state.replace(
         params=jax.device_put(merged['params'], shardings.params),
@@ -156,10 +143,9 @@ def create_train_state(config, model, rng, mesh):
 def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, token_centers,
                    coa_fn):
   """-> (total loss, {'cls', 'l1', 'giou', 'coa', 'loss'}) over the global batch."""
-  with nn.logical_axis_rules(tuple(config.mesh.logical_axis_rules)):
-    outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
-                                 batch['search'], batch['text_ids'], batch['text_mask'],
-                                 train=True, rngs={'dropout': dropout_rng})
+  outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
+                               batch['search'], batch['text_ids'], batch['text_mask'],
+                               train=True, rngs={'dropout': dropout_rng})
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
@@ -291,8 +277,10 @@ def _save(ckpt, step, state):
     ckpt.save(step, state, {'next_step': step}, int(jax.device_get(state.nonfinite_step)))
 
 
-def train_and_evaluate(config, workdir, model=None):
-  """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint.
+def train_and_checkpoint(config, workdir, model=None):
+  """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint and
+  saving one every config.train.checkpoint_every steps and at the end. No evaluation runs here
+  (tracking and metrics are cost_jax.track / cost_jax.evaluate).
 
   model: a linen module with COST's apply contract (default cost.COST(config.model)).
 
@@ -356,6 +344,9 @@ def train_and_evaluate(config, workdir, model=None):
   return state
 
 
+train_and_evaluate = train_and_checkpoint  # the flax examples' name, kept for existing callers
+
+
 # ------------------------------------------------------------------ main
 
 def main(argv):
@@ -366,7 +357,7 @@ def main(argv):
   distributed.initialize(f.coordinator_address or None, f.num_processes, f.process_id)
   from cost_jax import compilation_cache
   compilation_cache.enable()
-  train_and_evaluate(f.config, f.workdir)
+  train_and_checkpoint(f.config, f.workdir)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Crop geometry shared by the training stream and the tracker (DESIGN §2).
+"""Crop geometry shared by the training stream and the tracker (docs/design.md §2).
 
 A crop window is an array [..., 3] = (cx, cy, side) in frame pixels: a square centred on (cx, cy).
 Pixel i of a frame covers [i, i+1), so its centre is i + 0.5. The window -> output map is continuous

@@ -1,4 +1,4 @@
-"""The training stream (DESIGN §2): template/search pairs as a pure function of (seed, g).
+"""The training stream (docs/design.md §2): template/search pairs as a pure function of (seed, g).
 
 Example g = step * B + j of the global batch is planned in Python from a counter-based Philox
 generator keyed by (seed, g, attempt) -- stateless: no state survives between examples, so any

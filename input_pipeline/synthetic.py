@@ -1,4 +1,5 @@
-"""Synthetic small-object vision-language tracking videos, in the LaSOT and VL-SOT layouts (DESIGN §6).
+"""Synthetic small-object vision-language tracking videos, in the LaSOT and VL-SOT layouts
+(docs/design.md §6).
 
   python -m input_pipeline.synthetic --out=data/synth --format=vlsot --videos=40 --seed=0
 

@@ -1,4 +1,4 @@
-"""TFDS builders for pods (DESIGN §2): frame-level array_record records + a sequence table.
+"""TFDS builders for pods (docs/design.md §2): frame-level array_record records + a sequence table.
 
 One builder per format, `cost_<dataset>` (cost_lasot, cost_tnl2k, ..., cost_synthetic), with a config
 per reader split ('train', 'test', 'all'). manual_dir = the downloaded benchmark (or the synthetic

@@ -1,7 +1,7 @@
 """Checkpoints through the training loop: resume after SIGTERM is bit-identical to a straight run,
 a forced NaN stops the run naming the step with the last checkpoint intact, restore_variables.
 
-Each run is a fresh process (tests.test_coa_sharded.run_with_devices) of train_and_evaluate with the
+Each run is a fresh process (tests.test_coa_sharded.run_with_devices) of train_and_checkpoint with the
 stub model of tests.test_train on a small synthetic LaSOT-layout set.
 """
 
@@ -37,7 +37,7 @@ if args.get('coordinator'):
   distributed.initialize(args['coordinator'], args['num_processes'], args['process_id'])
 model = None if args.get('real_model') else StubCOST(config.model)
 try:
-  state = train.train_and_evaluate(config, args['workdir'], model=model)
+  state = train.train_and_checkpoint(config, args['workdir'], model=model)
   print(json.dumps({'step': int(state.step)}))
 except checkpoints.NonFiniteError as e:
   print(json.dumps({'error': str(e)}))

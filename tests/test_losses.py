@@ -70,7 +70,7 @@ def test_detection_losses_obj_head_uses_the_single_box():
 
 
 def numpy_coa(v, t, logit_scale, text_key, sequence_key):
-  """Row-by-row reference of DESIGN §3's CoA, float64."""
+  """Row-by-row reference of docs/design.md §3's CoA, float64."""
   v, t = np.float64(v), np.float64(t)
   s = math.exp(logit_scale) * v @ t.T
   n = len(v)

@@ -12,6 +12,7 @@ from flax import traverse_util
 
 from configs import cost_r50
 from configs import cost_tiny
+from cost_jax import pretrained
 from cost_jax import summary
 from cost_jax.models import cost
 from cost_jax.models.position_encoding import sine_position_encoding
@@ -73,7 +74,7 @@ def abstract_forward(cfg, batch=2, **kwargs):
 def micro():
   cfg = micro_model_cfg()
   model = cost.COST(cfg)
-  variables = cost.init_variables(model, jax.random.key(0))
+  variables = pretrained.init_variables(model, jax.random.key(0))
   apply = jax.jit(model.apply, static_argnames=('train', 'return_attention'))
   return cfg, model, variables, apply
 
@@ -223,7 +224,7 @@ def test_sub_network_deterministic_under_seed_and_jit_equals_eager():
 @pytest.mark.heavy
 def test_deterministic_under_seed_and_jit_equals_eager(micro):
   cfg, model, variables, apply = micro
-  again = cost.init_variables(model, jax.random.key(0))
+  again = pretrained.init_variables(model, jax.random.key(0))
   jax.tree.map(np.testing.assert_array_equal, variables, again)
   x = inputs(cfg)
   key = {'dropout': jax.random.key(3)}
@@ -280,7 +281,7 @@ def test_gradients_finite_and_batchnorm_frozen(train_bn, micro):
     cfg = micro_model_cfg()
     cfg.backbone.train_bn = True
     model = cost.COST(cfg)
-    variables = cost.init_variables(model, jax.random.key(0))
+    variables = pretrained.init_variables(model, jax.random.key(0))
     assert 'scale' in variables['params']['backbone']['bn1']
     assert set(variables['batch_stats']['backbone']['bn1']) == {'mean', 'var'}
   else:

@@ -71,10 +71,11 @@ def check_two_processes_match_one(tmp_path, data, real_model):
 
 
 def assert_adamw_params_match(workdir, reference, lr):
-  """DESIGN §3's rule after AdamW steps: max|Δp| <= 0.1 lr in every leaf, except the attention key
-  biases (in_proj_bias[d:2d]): softmax is shift-invariant, so the loss does not depend on them, their
-  gradient is pure rounding noise, and Adam turns that noise into O(lr) updates that follow the
-  reduction order (seen: up to 1.2 lr after 3 steps, while every other leaf stays within 2e-6)."""
+  """The rule of docs/design.md §3 after AdamW steps: max|Δp| <= 0.1 lr in every leaf, except the
+  attention key biases (in_proj_bias[d:2d]): softmax is shift-invariant, so the loss does not depend
+  on them, their gradient is pure rounding noise, and Adam turns that noise into O(lr) updates that
+  follow the reduction order (seen: up to 1.2 lr after 3 steps, while every other leaf stays within
+  2e-6)."""
   from cost_jax import checkpoints
   import jax
   ours = jax.tree_util.tree_flatten_with_path(checkpoints.restore_variables(str(workdir), None))[0]

@@ -1,5 +1,6 @@
-"""Docs that drift from code: every `python -m` command in README.md and launch/README.md names a module
-that exists and flags/config fields that it defines."""
+"""Docs that drift from code: every `python -m` command in README.md, launch/README.md and
+docs/design.md names a module that exists and flags/config fields that it defines, and every
+`docs/design.md §N` reference in the repository names a section that exists."""
 
 import importlib.util
 import os
@@ -38,7 +39,7 @@ def config_has(field):
   return True
 
 
-ALL = [(doc, cmd) for doc in ('README.md', 'launch/README.md') for cmd in commands(doc)]
+ALL = [(doc, cmd) for doc in ('README.md', 'launch/README.md', 'docs/design.md') for cmd in commands(doc)]
 
 
 def test_readmes_have_commands():
@@ -59,3 +60,51 @@ def test_command_matches_code(doc, cmd):
     bare = name[2:] if name.startswith('no') and f"'{name[2:]}'" in source else name
     assert re.search(rf"DEFINE_\w+\(\s*'{re.escape(bare)}'", source), (
         f'{doc}: {module} has no flag --{name}')
+
+
+def design_sections():
+  """{N: heading} of docs/design.md's numbered sections ('## N. Title')."""
+  with open(os.path.join(ROOT, 'docs', 'design.md')) as f:
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'^## (\d+)\. (.+)$', f.read(), re.M)}
+
+
+def design_references():
+  """(path, line number, N) of every `docs/design.md §N` in the repository's code and docs."""
+  found = []
+  for top in ('cost_jax', 'configs', 'input_pipeline', 'tests', 'bench', 'launch', '.'):
+    folder = os.path.join(ROOT, top)
+    for dirpath, dirnames, files in os.walk(folder):
+      if top == '.':
+        dirnames[:] = []  # top-level files only
+      for name in files:
+        if not name.endswith(('.py', '.md', '.sh', '.sbatch')):
+          continue
+        path = os.path.join(dirpath, name)
+        with open(path, encoding='utf-8') as f:
+          for i, line in enumerate(f, 1):
+            found += [(os.path.relpath(path, ROOT), i, int(n))
+                      for n in re.findall(r'docs/design\.md §(\d+)', line)]
+  return found
+
+
+def test_design_references_name_existing_sections():
+  sections = design_sections()
+  assert sorted(sections) == list(range(1, len(sections) + 1)), sections  # numbered 1..n, no gaps
+  references = design_references()
+  assert len(references) >= 30  # the code cites the design throughout
+  missing = [(p, i, n) for p, i, n in references if n not in sections]
+  assert not missing, f'references to sections docs/design.md does not have: {missing}'
+
+
+def test_no_reference_to_a_design_outside_the_repository():
+  old = ('DESIGN' + ' §', 'shared/' + 'DESIGN')  # the design that lived outside the repository
+  for top in ('cost_jax', 'configs', 'input_pipeline', 'tests', 'bench'):
+    for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+      for name in files:
+        if name.endswith('.py'):
+          with open(os.path.join(dirpath, name), encoding='utf-8') as f:
+            text = f.read()
+          assert not any(o in text for o in old), os.path.join(dirpath, name)
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  assert '](docs/design.md)' in readme and not any(o in readme for o in old)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from bench import torch_reference
 from configs import cost_r50, cost_tiny
+from cost_jax import pretrained
 from cost_jax.convert import core
 from cost_jax.models import cost
 from cost_jax.models.token_conv import TokenConv
@@ -78,7 +79,7 @@ def to_torch(*arrays):
 
 def build_pair(cfg, seed=0):
   model = cost.COST(cfg)
-  variables = randomise_batch_stats(cost.init_variables(model, jax.random.key(seed)), seed)
+  variables = randomise_batch_stats(pretrained.init_variables(model, jax.random.key(seed)), seed)
   reference = torch_reference.load_from_flax(torch_reference.COST(cfg).eval(), variables)
   return model, variables, reference
 

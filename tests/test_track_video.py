@@ -22,6 +22,7 @@ from cost_jax import track
 from cost_jax import track_video
 from cost_jax import tracker
 from cost_jax import video_io
+from cost_jax.evaluation import results_io
 from cost_jax.models import cost
 from input_pipeline import tokenize
 from tests import test_tracker
@@ -437,7 +438,7 @@ def test_batched_sentence_start_uses_the_grounded_box(files, tmp_path):
   assert track.track_dataset(evaluator, sequences, out, progress=False).tracked == ['b', 'a']
   t = tracker.Tracker(config, files['variables'], tok, model=model)
   for s in sequences:
-    rows = result_rows(track.result_path(out, s))
+    rows = result_rows(results_io.result_file(out, s.name))
     assert rows.shape == (len(s), 4)
     found = t.ground(tracker.load_frame(s.frames[0]), s.sentence)
     np.testing.assert_allclose(rows[0], found['target_bbox'], atol=2e-3)
@@ -451,8 +452,8 @@ def test_batched_sentence_start_uses_the_grounded_box(files, tmp_path):
                                  original.visible, original.sentence)
   [result] = list(evaluator.run([no_box]))
   assert result.failure is None and result.boxes.shape == (len(original), 4)
-  np.testing.assert_allclose(result.boxes[0], result_rows(track.result_path(out, original))[0],
-                             atol=2e-3)
+  first = result_rows(results_io.result_file(out, original.name))[0]
+  np.testing.assert_allclose(result.boxes[0], first, atol=2e-3)
   with pytest.raises(track.cli.UsageError, match='1 sequence'):
     track.check_sentences(test_tracker.write_sequences(str(tmp_path / 'c'), test_tracker.SPECS[2:]),
                           no_language=False)
@@ -476,9 +477,9 @@ def test_track_command_init_sentence(files, tmp_path):
   out = os.path.join(results, 'cost_sentence', 'synthetic')
   from input_pipeline import readers
   sequences = readers.load_dataset('synthetic', data, split='all')
-  starts = [result_rows(track.result_path(out, s))[0] for s in sequences]
+  starts = [result_rows(results_io.result_file(out, s.name))[0] for s in sequences]
   for s, start in zip(sequences, starts):
-    assert result_rows(track.result_path(out, s)).shape == (len(s), 4)
+    assert result_rows(results_io.result_file(out, s.name)).shape == (len(s), 4)
     assert np.abs(start - s.boxes[0]).max() > 1e-3  # not the ground truth
   report = grounding.start_report(grounding.start_overlaps([s.boxes[0] for s in sequences], starts))
   assert report in run.stdout

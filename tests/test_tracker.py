@@ -17,6 +17,7 @@ from configs import cost_tiny
 from cost_jax import pretrained
 from cost_jax import track
 from cost_jax import tracker
+from cost_jax.evaluation import results_io
 from cost_jax.models import cost
 from input_pipeline import crops
 from input_pipeline import sequence as sequence_lib
@@ -228,10 +229,10 @@ def test_batched_trajectories_with_slot_refilling_match_one_by_one(setup):
 
   Each frame of the batched path is compared with one step of the single-sequence Tracker started
   from the batched path's previous box (the reference path's boxes re-fed), so both see identical
-  inputs at every frame: single steps agree to <= 1e-5 relative (DESIGN §4). Comparing two free-running
-  closed loops instead would measure XLA's rounding, not the bookkeeping: a 1e-5 px difference is fed
-  back through the next crop and grows (seen: 1.4e-3 px after 5 frames on one CPU, 1e-4 on another),
-  and a 17-frame fraction cannot absorb one such frame.
+  inputs at every frame: single steps agree to <= 1e-5 relative (docs/design.md §4). Comparing two
+  free-running closed loops instead would measure XLA's rounding, not the bookkeeping: a 1e-5 px
+  difference is fed back through the next crop and grows (seen: 1.4e-3 px after 5 frames on one CPU,
+  1e-4 on another), and a 17-frame fraction cannot absorb one such frame.
   """
   results = list(setup['evaluator'].run(setup['sequences']))
   assert [r.sequence.name for r in results] == ['b', 'a', 'c']  # b ends first, c takes its slot
@@ -258,7 +259,7 @@ def test_track_resume_skips_finished_sequences_and_gives_identical_files(setup, 
   seqs = setup['sequences']
   out = str(tmp_path / 'cost' / 'synthetic')
   assert track.track_dataset(evaluator, seqs, out, progress=False).tracked == ['a', 'b', 'c']
-  paths = {s.name: track.result_path(out, s) for s in seqs}
+  paths = {s.name: results_io.result_file(out, s.name) for s in seqs}
   first = {name: open(p).read() for name, p in paths.items()}
   assert len(first['a'].splitlines()) == 7
   mtime = os.stat(paths['a']).st_mtime_ns
@@ -429,7 +430,7 @@ def test_tnl2k_tree_with_its_damaged_test_frame_tracks_to_completion(setup, tmp_
   assert sorted(done.tracked) == [damaged_name, 'test_016_other'] and done.failed == {}
   assert [(b.frame, b.path) for b in done.bad_frames[damaged_name]] == [(3, damaged)]
   for s in sequences:
-    assert len(results_io.read_rows(track.result_path(out, s))) == len(s)
+    assert len(results_io.read_rows(results_io.result_file(out, s.name))) == len(s)
   assert list(results_io.read_tracking_report(out)['bad_frames']) == [damaged_name]
 
 

@@ -49,10 +49,11 @@ class StubCOST(nn.Module):
 
 
 def tiny_config(batch_size=8, optimizer='adamw', pretrained_vocab=False):
-  """configs/cost_tiny.py narrowed further (random text encoder) for seconds-long tests."""
+  """configs/cost_tiny.py:runlocal (a two-step run on the synthetic set) with the model narrowed
+  further (random text encoder) and the given batch, for seconds-long tests."""
   from configs import cost_tiny
   from cost_jax import pretrained
-  config = cost_tiny.get_config()
+  config = cost_tiny.get_config('runlocal')
   m = config.model
   m.backbone.stem_width, m.backbone.widths, m.backbone.blocks = 8, (8, 8, 16), (1, 1, 1)
   m.hidden_dim, m.visual.mlp_dim, m.vl.mlp_dim, m.coa.dim, m.head.cls_hidden = 32, 64, 64, 16, 32
@@ -192,7 +193,7 @@ config = cost_tiny.get_config()
 config.data.roots.synthetic = '{data}'
 config.train.update(dict(num_steps={steps}, batch_size=8, log_every=1, checkpoint_every={steps},
                          warmup_steps=20, lr_milestones=()))
-train.train_and_evaluate(config, '{workdir}')
+train.train_and_checkpoint(config, '{workdir}')
 print(json.dumps({{'ok': True}}))
 """
 

@@ -48,7 +48,8 @@ def list_trackers(results_dir):
 
 
 def default_protocol(dataset):
-  """VL-SOT230/270 use the VL-SOT500 toolkit (DESIGN §4); everything else pytracking's analysis."""
+  """VL-SOT230/270 use the VL-SOT500 toolkit (docs/design.md §4); everything else pytracking's
+  analysis."""
   return 'vlsot' if dataset.startswith('vlsot') else 'pytracking'
 
 

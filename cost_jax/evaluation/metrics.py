@@ -1,6 +1,6 @@
 """Per-frame errors and per-sequence curves of the published OPE protocols, on arrays.
 
-Protocols (DESIGN §4):
+Protocols (docs/design.md §4):
   'pytracking': visionml/pytracking pytracking/analysis/extract_results.py (calc_seq_err_robust,
                 extract_results) + plot_results.py (get_auc_curve, get_prec_curve).
   'ostrack':    botaoye/OSTrack lib/test/analysis/extract_results.py + plot_results.py: the same code,
@@ -227,7 +227,8 @@ def vlsot_fit_length(pred, gt, compat):
 def vlsot_curves(pred, gt, compat=False):
   """vltot230.py _calc_metrics + _calc_curves for one sequence: success (21), precision (51),
   complete success (21) and normalised precision (51) curves, float64 means over frames."""
-  check_boxes(pred)  # not in the toolkit (NaN would score as a miss): DESIGN §4 makes it an error
+  # Not in the toolkit (NaN would score as a miss): docs/design.md §4 makes it an error.
+  check_boxes(pred)
   pred, gt = vlsot_fit_length(pred, vlsot_gt(gt), compat)
   with np.errstate(invalid='ignore', divide='ignore'):
     ious = vlsot_iou(pred, gt)

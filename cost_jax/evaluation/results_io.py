@@ -20,9 +20,19 @@ class SequenceFailure(ValueError):
   """A sequence that cannot be scored; the message says why (it is reported by name, never scored)."""
 
 
+def result_folder(results_dir, tracker, dataset):
+  """<results_dir>/<tracker>/<dataset>: one tracker's result files on one dataset."""
+  return os.path.join(results_dir, tracker, dataset)
+
+
+def result_file(folder, sequence):
+  """<folder>/<sequence>.txt: one sequence's result file in a result_folder."""
+  return os.path.join(folder, f'{sequence}.txt')
+
+
 def result_path(results_dir, tracker, dataset, sequence):
-  """Path of one sequence's result file."""
-  return os.path.join(results_dir, tracker, dataset, f'{sequence}.txt')
+  """<results_dir>/<tracker>/<dataset>/<sequence>.txt: one sequence's result file."""
+  return result_file(result_folder(results_dir, tracker, dataset), sequence)
 
 
 def time_path(path):
@@ -158,8 +168,8 @@ def rows_to_boxes(rows, compat=False):
 
 
 def check_boxes(boxes):
-  """DESIGN §4 / calc_seq_err_robust ('Error: Invalid results'): NaN anywhere or w/h < 0 in a
-  prediction is an error; negative x, y are legal."""
+  """docs/design.md §4 / calc_seq_err_robust ('Error: Invalid results'): NaN anywhere or w/h < 0
+  in a prediction is an error; negative x, y are legal."""
   nan = np.isnan(boxes).any(axis=1)
   if nan.any():
     raise SequenceFailure(f'NaN in the prediction at frames {frame_list(nan)}')

@@ -1,7 +1,8 @@
-"""COST, the Contrastive One-Stage Transformer (DESIGN §1): the whole network and its public API.
+"""COST, the Contrastive One-Stage Transformer (docs/design.md §1): the whole network and its
+public API.
 
   model = COST(config.model)
-  variables = init_variables(model, rng)        # {'params', 'batch_stats'}
+  variables = jax.jit(init_fn(model))(rng)      # {'params', 'batch_stats'}, random
   outputs, inter = model.apply(variables, template, search, text_ids, text_mask, train=False,
                                return_attention=False, rngs={'dropout': key})
   template_cache = model.apply(variables, template, method=COST.encode_template)
@@ -12,6 +13,8 @@ Images are uint8 RGB [B, H, W, 3]; the model normalises them with config image_m
 [B, L], text_mask int32 [B, L] (1 = token). outputs: {'logits': [B, grid^2], 'boxes': [B, grid^2, 4]}
 (normalised cx, cy, w, h in the search crop), or {'boxes': [B, 1, 4]} for head.type='obj'.
 Top-level parameters: backbone, visual, token_conv, text_encoder, text_proj, coa, vl, head.
+This module reads no files: pretrained weights are merged over a fresh init by
+cost_jax.pretrained.init_variables / initial_weights (docs/design.md §7).
 """
 
 from typing import Any
@@ -165,13 +168,3 @@ def variable_shapes(model_cfg):
   """Abstract variables (jax.ShapeDtypeStruct leaves) of COST(model_cfg); nothing is computed."""
   return jax.eval_shape(init_fn(COST(model_cfg)), jax.random.key(0))
 
-
-def init_variables(model, rng):
-  """{'params', 'batch_stats'} for batch 1; the text encoder from text.pretrained_dir when set."""
-  variables = jax.jit(init_fn(model))(rng)
-  if model.cfg.text.pretrained_dir:
-    from cost_jax.convert import core
-    from cost_jax.convert.bert import convert_bert
-    flat, _ = convert_bert(model.cfg.text.pretrained_dir, model.cfg.text)  # complete, shape-checked
-    variables = core.merge_into(variables, flat)
-  return variables

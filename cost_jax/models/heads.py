@@ -1,4 +1,4 @@
-"""Prediction heads on the VL transformer's outputs (DESIGN §1, `head.type`).
+"""Prediction heads on the VL transformer's outputs (docs/design.md §1, `head.type`).
 
 dense (TransT-style): per visual token, a classifier MLP d -> cls_hidden -> 1 (logit: the target's
 centre region is at this token) and a regressor Linear d -> 4, sigmoid -> (cx, cy, w, h) normalised to

@@ -1,4 +1,5 @@
-"""Token conv: the fused search map -> grid x grid = 400 visual tokens (DESIGN §1, `token.mode`).
+"""Token conv: the fused search map -> grid x grid = 400 visual tokens (docs/design.md §1,
+`token.mode`).
 
 Modes (map side n = search_size / 8; token centres in crop pixels, used by crops.token_centers):
   resample       5x5 conv SAME on the n x n map, then bilinear resample n -> grid with half-pixel
