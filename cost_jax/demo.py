@@ -26,6 +26,8 @@ import time
 from absl import flags
 import numpy as np
 
+from cost_jax.evaluation import results_io
+
 # cost_tiny: from frame 1's box with the sentence; cost_sentence: from the sentence alone (frame 1 searched,
 # cost_jax.grounding); no_language: from the box, empty sentence; static: frame 1's box repeated.
 ROWS = ('cost_tiny', 'cost_sentence', 'no_language', 'static')
@@ -129,10 +131,9 @@ def held_out_sequences(dirs):
 
 def static_results(sequences, out_dir):
   """The static-box baseline: frame 1's ground-truth box on every frame."""
-  from cost_jax.evaluation import results_io
   os.makedirs(out_dir, exist_ok=True)
   for s in sequences:
-    path = os.path.join(out_dir, s.name + '.txt')
+    path = results_io.result_file(out_dir, s.name)
     results_io.write_times(path, np.zeros(len(s)))
     results_io.write_results(path, np.repeat(s.boxes[:1], len(s), axis=0))
 
@@ -154,7 +155,7 @@ def track_rows(config, ckpt_dir, sequences, results_dir, trained_steps, slots=No
       continue
     echo(f'track: {row} on {len(sequences)} held-out videos')
     evaluator = tracker.BatchedEvaluator(config, variables, tok, num_slots=slots, **how)
-    out_dir = os.path.join(results_dir, row, DATASET)
+    out_dir = results_io.result_folder(results_dir, row, DATASET)
     stamp = os.path.join(out_dir, '.trained_steps')
     if os.path.exists(stamp) and open(stamp).read().strip() != str(trained_steps):
       import shutil  # results of an older checkpoint: track again
@@ -163,7 +164,7 @@ def track_rows(config, ckpt_dir, sequences, results_dir, trained_steps, slots=No
     with open(stamp, 'w') as f:
       f.write(str(trained_steps))
   if 'static' in rows:
-    static_results(sequences, os.path.join(results_dir, 'static', DATASET))
+    static_results(sequences, results_io.result_folder(results_dir, 'static', DATASET))
 
 
 def subset_names(sequences):
@@ -217,7 +218,7 @@ def pick_gif_sequence(sequences):
 def train_model(config, ckpt_dir, echo=print):
   """Trains (or resumes) into ckpt_dir -> the number of steps trained."""
   from cost_jax import train
-  state = train.train_and_evaluate(config, ckpt_dir)
+  state = train.train_and_checkpoint(config, ckpt_dir)
   trained_steps = int(np.asarray(state.step))
   if trained_steps < config.train.num_steps:
     echo(f'train: stopped at step {trained_steps} of {config.train.num_steps} by the --minutes cap; '
@@ -257,7 +258,7 @@ def run(workdir, steps=None, minutes=0.0, train_videos=TRAIN_VIDEOS, test_videos
                'seconds': round(time.time() - start, 1)}, f, indent=2)
 
   gif_seq = pick_gif_sequence(sequences)
-  boxes = visualize.read_boxes(os.path.join(results_dir, 'cost_tiny', DATASET, gif_seq.name + '.txt'))
+  boxes = visualize.read_boxes(results_io.result_path(results_dir, 'cost_tiny', DATASET, gif_seq.name))
   gif = visualize.render(gif_seq, boxes, os.path.join(workdir, f'{gif_seq.name}.gif'))
 
   plots = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(results_dir) for f in fs

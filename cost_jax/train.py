@@ -344,7 +344,6 @@ def train_and_checkpoint(config, workdir, model=None):
   return state
 
 
-train_and_evaluate = train_and_checkpoint  # the flax examples' name, kept for existing callers
 
 
 # ------------------------------------------------------------------ main
