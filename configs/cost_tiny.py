@@ -55,8 +55,8 @@ def get_config(arg=None):
   m.text.pretrained_dir = minilm
 
   m.coa.dim = 64
-  # The language recipe (README "The sentence matters"): CoA on the target's own template-free tokens,
-  # the sentence's map joining the dense logits at weight 10 (at 1 the map, ~0.8 logit between target
+  # The language recipe (docs/design.md §1; the ablations in the README): CoA on the target's own
+  # template-free tokens, the sentence's map joining the dense logits at weight 10 (at 1 the map, ~0.8 logit between target
   # and look-alike, was swamped by the visual logits and the tracker's window: no language effect).
   m.coa.mode = 'object'
   m.coa.map_scale_init = 10.0

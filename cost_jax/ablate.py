@@ -42,7 +42,8 @@ def define_flags():
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds (config.seed).')
   flags.DEFINE_list('variants', list(VARIANTS), f'Variants, of {list(VARIANTS)}.')
   flags.DEFINE_integer('steps', 600, 'Training steps of every run (the demo default).')
-  flags.DEFINE_integer('train_videos', demo.TRAIN_VIDEOS, 'Synthetic training videos (the demo default).')
+  flags.DEFINE_integer('train_videos', demo.TRAIN_VIDEOS,
+                       'Synthetic training videos (the demo default).')
   flags.DEFINE_integer('test_videos', 20, 'Held-out videos drawn like the training set.')
   flags.DEFINE_integer('language_videos', 16, 'Held-out language-critical videos.')
   flags.DEFINE_integer('slots', None, 'Sequences tracked at once (default config.track.batch_slots).')
@@ -102,8 +103,8 @@ def markdown_table(summary):
   return '\n'.join(lines)
 
 
-def run(workdir, seeds=(0, 1, 2), variants=tuple(VARIANTS), steps=600, train_videos=demo.TRAIN_VIDEOS, test_videos=20,
-        language_videos=16, slots=None, progress=False, echo=print, data_options=None):
+def run(workdir, seeds=(0, 1, 2), variants=tuple(VARIANTS), steps=600,
+        train_videos=demo.TRAIN_VIDEOS, test_videos=20, language_videos=16, slots=None, progress=False, echo=print, data_options=None):
   """Every variant x seed, then the table; returns (summary, per-seed results)."""
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:

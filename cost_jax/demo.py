@@ -28,8 +28,8 @@ import numpy as np
 
 from cost_jax.evaluation import results_io
 
-# cost_tiny: from frame 1's box with the sentence; cost_sentence: from the sentence alone (frame 1 searched,
-# cost_jax.grounding); no_language: from the box, empty sentence; static: frame 1's box repeated.
+# cost_tiny: from frame 1's box with the sentence; cost_sentence: from the sentence alone (frame 1
+# searched, cost_jax.grounding); no_language: from the box, empty sentence; static: frame 1's box repeated.
 ROWS = ('cost_tiny', 'cost_sentence', 'no_language', 'static')
 TRACKED = {'cost_tiny': dict(use_language=True), 'cost_sentence': dict(init='sentence'),
            'no_language': dict(use_language=False)}
@@ -226,8 +226,8 @@ def train_model(config, ckpt_dir, echo=print):
   return trained_steps
 
 
-def run(workdir, steps=None, minutes=0.0, train_videos=TRAIN_VIDEOS, test_videos=20, language_videos=16, seed=0,
-        slots=None, progress=True, echo=print, data_options=None):
+def run(workdir, steps=None, minutes=0.0, train_videos=TRAIN_VIDEOS, test_videos=20,
+        language_videos=16, seed=0, slots=None, progress=True, echo=print, data_options=None):
   """The whole demo; returns the results table. Every stage reuses what a previous run finished.
 
   data_options: synthetic.Options overrides for every set (tests use shorter videos).

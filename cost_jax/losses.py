@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 import optax
 
 from cost_jax import box_ops
+from cost_jax.models import coa
 
 
 # ------------------------------------------------------------------ positive tokens
@@ -56,9 +57,14 @@ def localisation_loss(logits, labels):
   look-alike scored as high as the target costs log 2 however few tokens it covers, so the heads must
   use whatever tells the two apart (the sentence, when the template cannot).
   """
+  return jnp.mean(_localisation_per_example(logits, labels))
+
+
+def _localisation_per_example(logits, labels):
+  """[B]: -log of the softmax mass on the positive tokens of each row (localisation_loss's terms)."""
   logits = logits.astype(jnp.float32)
   on_target = jax.nn.logsumexp(jnp.where(labels > 0, logits, -jnp.inf), axis=-1)
-  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - on_target)
+  return jax.nn.logsumexp(logits, axis=-1) - on_target
 
 
 def box_losses(pred_boxes, gt_boxes, positives):
@@ -153,7 +159,7 @@ def pool_target_tokens(token_embed, positives):
   token_embed: [B, V, c] (unit rows); positives: [B, V] 0/1 (positive_tokens). Returns [B, c].
   """
   pooled = jnp.einsum('bv,bvc->bc', positives.astype(jnp.float32), token_embed.astype(jnp.float32))
-  return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+  return coa.l2_normalise(pooled)
 
 
 def grounding_loss(token_embed, text_embed, logit_scale, positives, has_sentence):
@@ -163,9 +169,7 @@ def grounding_loss(token_embed, text_embed, logit_scale, positives, has_sentence
   token_embed [B, V, c], text_embed [B, c] unit rows; positives [B, V]."""
   logits = jnp.exp(logit_scale) * jnp.einsum('bvc,bc->bv', token_embed.astype(jnp.float32),
                                              text_embed.astype(jnp.float32))
-  logits = logits.astype(jnp.float32)
-  on_target = jax.nn.logsumexp(jnp.where(positives > 0, logits, -jnp.inf), axis=-1)
-  per_example = jax.nn.logsumexp(logits, axis=-1) - on_target
+  per_example = _localisation_per_example(logits, positives)
   return jnp.sum(per_example * has_sentence) / jnp.maximum(jnp.sum(has_sentence), 1.0)
 
 

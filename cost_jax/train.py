@@ -27,6 +27,7 @@ from cost_jax import optim
 from cost_jax import pretrained
 from cost_jax import sharding
 from cost_jax.convert import core
+from cost_jax.models import coa
 from cost_jax.models import cost
 
 
@@ -150,12 +151,11 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
   if 'coa_tokens' in inter:  # coa.mode 'object': the target's tokens, and the sentence's map
-    from cost_jax.models import coa as coa_lib
     positives = losses.positive_tokens(token_centers, batch['search_box'])
     coa_visual = losses.pool_target_tokens(inter['coa_tokens'], positives)
     parts['ground'] = losses.grounding_loss(inter['coa_tokens'], inter['coa_text'],
                                             inter['logit_scale'], positives,
-                                            coa_lib.has_sentence(batch['text_mask']))
+                                            coa.has_sentence(batch['text_mask']))
   parts['coa'] = coa_fn(coa_visual, inter['coa_text'], inter['logit_scale'],
                         batch['text_key'], batch['sequence_key'])
   total = losses.total_loss(parts, config.train)
@@ -342,8 +342,6 @@ def train_and_checkpoint(config, workdir, model=None):
     if flag is not None:
       flag.restore_handler()
   return state
-
-
 
 
 # ------------------------------------------------------------------ main
