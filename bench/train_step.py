@@ -81,8 +81,15 @@ def _xyxy(boxes):
   return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
+def _localisation_per_example(logits, positives):
+  """losses._localisation_per_example: -log of the softmax mass on the positive tokens, per row."""
+  on_target = torch.logsumexp(logits.masked_fill(positives <= 0, float('-inf')), -1)
+  return torch.logsumexp(logits, -1) - on_target
+
+
 def torch_losses(outputs, inter, batch, token_centers, train_cfg):
-  """cost_jax.losses in PyTorch: {'cls', 'l1', 'giou', 'coa', 'loss'} (dense head).
+  """cost_jax.losses in PyTorch: {'cls', 'loc', 'l1', 'giou', 'coa', 'loss'} (dense head), plus
+  'ground' when inter has 'coa_tokens' (coa.mode 'object'; CoA then pools the target's tokens).
 
   outputs/inter: torch_reference.COST's; batch: torch tensors of random_batch's keys;
   token_centers: [T, 2] normalised.
@@ -94,21 +101,31 @@ def torch_losses(outputs, inter, batch, token_centers, train_cfg):
   positives = torch.where(inside.any(-1, keepdim=True), inside, nearest).float()
   weights = torch.where(positives > 0, 1.0, train_cfg.neg_weight)
   bce = F.binary_cross_entropy_with_logits(outputs['logits'], positives, reduction='none')
-  losses = {'cls': (weights * bce).sum() / weights.sum()}
+  losses = {'cls': (weights * bce).sum() / weights.sum(),
+            'loc': _localisation_per_example(outputs['logits'], positives).mean()}
   pred = outputs['boxes']
   gt = boxes[:, None].expand_as(pred)
   num_pos = positives.sum().clamp(min=1.0)
   losses['l1'] = (positives * (pred - gt).abs().sum(-1)).sum() / num_pos
   giou_loss = torchvision.ops.generalized_box_iou_loss(_xyxy(pred), _xyxy(gt), eps=1e-7)
   losses['giou'] = (positives * giou_loss).sum() / num_pos
+  coa_visual = inter['coa_visual']
+  if 'coa_tokens' in inter:
+    tokens = inter['coa_tokens']
+    coa_visual = F.normalize(torch.einsum('bv,bvc->bc', positives, tokens), dim=-1, eps=1e-12)
+    has_sentence = (batch['text_mask'].sum(-1) > 2).float()
+    ground_logits = inter['logit_scale'].exp() * torch.einsum('bvc,bc->bv', tokens, inter['coa_text'])
+    per_example = _localisation_per_example(ground_logits, positives)
+    losses['ground'] = (per_example * has_sentence).sum() / has_sentence.sum().clamp(min=1.0)
   same = ((batch['text_key'][:, None] == batch['text_key'][None])
           | (batch['sequence_key'][:, None] == batch['sequence_key'][None])).float()
   targets = same / same.sum(-1, keepdim=True)
-  logits = inter['logit_scale'].exp() * inter['coa_visual'] @ inter['coa_text'].T
+  logits = inter['logit_scale'].exp() * coa_visual @ inter['coa_text'].T
   losses['coa'] = -((targets * logits.log_softmax(-1)).sum()
                     + (targets * logits.T.log_softmax(-1)).sum()) / (2 * logits.shape[0])
-  losses['loss'] = (train_cfg.w_cls * losses['cls'] + train_cfg.w_l1 * losses['l1']
-                    + train_cfg.w_giou * losses['giou'] + train_cfg.w_coa * losses['coa'])
+  losses['loss'] = (train_cfg.w_cls * losses['cls'] + train_cfg.w_loc * losses['loc']
+                    + train_cfg.w_l1 * losses['l1'] + train_cfg.w_giou * losses['giou']
+                    + train_cfg.w_coa * (losses['coa'] + losses.get('ground', 0.0)))
   return losses
 
 

@@ -24,6 +24,7 @@ from bench import train_step
 from configs import cost_tiny
 from cost_jax import losses
 from cost_jax import optim
+from cost_jax.models import coa
 from cost_jax.models import cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,8 +82,11 @@ def test_compile_with_flops_times_the_compiled_program():
   assert common.torch_synced(len, 'cpu') is len  # CPU PyTorch is synchronous: nothing to add
 
 
-def test_torch_losses_match_cost_jax_losses():
-  """torch_losses (the PyTorch side of bench.train_step) equals cost_jax.losses on the same inputs."""
+@pytest.mark.parametrize('object_mode', [False, True])
+def test_torch_losses_match_cost_jax_losses(object_mode):
+  """torch_losses (the PyTorch side of bench.train_step) equals cost_jax.losses on the same inputs,
+  the token softmax (w_loc) included; in coa.mode 'object' also CoA on the pooled target tokens and
+  the grounding loss, with one example's sentence empty."""
   config = cost_tiny.get_config()
   batch = train_step.random_batch(config, 6, seed=5)
   rng = np.random.default_rng(6)
@@ -95,14 +99,25 @@ def test_torch_losses_match_cost_jax_losses():
   centers = train_step.normalised_token_centers(config.model)
 
   ours = losses.detection_losses(outputs, batch['search_box'], centers, config.train.neg_weight)
-  ours['coa'] = losses.coa_loss(inter['coa_visual'], inter['coa_text'], inter['logit_scale'],
+  coa_visual = inter['coa_visual']
+  if object_mode:
+    tokens = rng.normal(size=(6, grid2, 16)).astype(np.float32)
+    inter['coa_tokens'] = tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)
+    batch['text_mask'][1, 2:] = 0  # [CLS] [SEP]: no sentence, no grounding term
+    positives = losses.positive_tokens(centers, batch['search_box'])
+    coa_visual = losses.pool_target_tokens(inter['coa_tokens'], positives)
+    ours['ground'] = losses.grounding_loss(inter['coa_tokens'], inter['coa_text'],
+                                           inter['logit_scale'], positives,
+                                           coa.has_sentence(batch['text_mask']))
+  ours['coa'] = losses.coa_loss(coa_visual, inter['coa_text'], inter['logit_scale'],
                                 batch['text_key'], batch['sequence_key'])
   ours['loss'] = losses.total_loss(ours, config.train)
   theirs = train_step.torch_losses(
       {k: torch.from_numpy(v) for k, v in outputs.items()},
       {k: torch.tensor(v) for k, v in inter.items()},
       train_step.to_torch_batch(batch), torch.from_numpy(centers), config.train)
-  for key in ('cls', 'l1', 'giou', 'coa', 'loss'):
+  assert set(theirs) == set(ours) | {'loss'}
+  for key in ours:
     np.testing.assert_allclose(float(ours[key]), float(theirs[key]), rtol=1e-5, err_msg=key)
 
 
