@@ -11,6 +11,7 @@ empty folder) is named in one line and moved to <workdir>/checkpoints_unreadable
 import os
 import shutil
 import signal
+import sys
 
 from absl import logging
 import jax
@@ -56,6 +57,7 @@ class Checkpointer:
       try:
         state, metadata = self.restore(abstract_state, step)
       except Exception as e:  # orbax and tensorstore raise many types for a damaged step
+        _drop_closed_loop_reports()
         if _stored_shapes(self.manager, step) not in (None, _shapes(abstract_state)):
           raise self._mismatch(step) from e
         aside = self.move_aside(step)
@@ -112,12 +114,32 @@ class Checkpointer:
     self.manager.close()
 
 
+def _drop_closed_loop_reports():
+  """After a failed restore, tensorstore reads still in flight complete into the event loop that
+  orbax has closed, each reported as an unraisable 'RuntimeError: Event loop is closed' (a
+  traceback apiece, hundreds for a real model). From now on those, and only those, are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.drops_closed_loop = True
+  sys.unraisablehook = hook
+
+
 def _item_handlers():
   return {'state': ocp.StandardCheckpointHandler(), 'metadata': ocp.JsonCheckpointHandler()}
 
 
-def _one_line(error, limit=200):
-  """`Type: first line of the message`, at most `limit` characters."""
+def _one_line(error, limit=300):
+  """`Type: first line of the message` of the error's innermost cause (tensorstore's, which names
+  the tensor and the byte range, under orbax's wrapper), at most `limit` characters."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
   text = ' '.join(str(error).strip().split('\n')[0].split())
   text = f'{type(error).__name__}: {text}' if text else type(error).__name__
   return text if len(text) <= limit else text[:limit - 3] + '...'

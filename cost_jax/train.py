@@ -398,19 +398,25 @@ def main(argv):
   distributed.initialize(f.coordinator_address or None, f.num_processes, f.process_id)
   from cost_jax import cli
   from cost_jax import compilation_cache
-  from cost_jax.convert import core
-  from input_pipeline import readers
-  from input_pipeline import stream
   compilation_cache.enable()
   try:
     train_and_evaluate(f.config, f.workdir)
   except (common.ConfigError, workdir_lib.InUseError, workdir_lib.ConfigMismatch,
-          checkpoints.MismatchError, readers.DatasetError, stream.DataError,
-          core.ConversionError) as e:
+          checkpoints.MismatchError) as e:
     raise cli.UsageError(str(e)) from None
   except checkpoints.NonFiniteError as e:  # not a usage mistake: one line, exit status 1
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+  except _data_errors() as e:  # evaluated only when an error got this far
+    raise cli.UsageError(str(e)) from None
+
+
+def _data_errors():
+  """The errors of data a user can fix: a dataset path, a sample-less dataset, a weights file."""
+  from cost_jax.convert import core
+  from input_pipeline import readers
+  from input_pipeline import stream
+  return readers.DatasetError, stream.DataError, core.ConversionError
 
 
 if __name__ == '__main__':
