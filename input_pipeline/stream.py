@@ -437,7 +437,13 @@ class PairStream:
         yield step
         step += 1
 
-    return self._batches(chunks, steps())
+    def batches():
+      try:
+        yield from self._batches(chunks, steps())
+      finally:
+        chunks.close()  # closing or dropping the batches ends the reading thread
+
+    return batches()
 
   @staticmethod
   def _chunks(dataset, failures):
@@ -463,30 +469,50 @@ _DONE = object()
 
 def _read_ahead(iterator, stop=None, poll_s=0.1):
   """The items of `iterator`, read one ahead in a daemon thread; its error is raised here, in
-  order. While waiting, stop() (when given) is polled every poll_s seconds; true raises Interrupted."""
+  order. While waiting, stop() (when given) is polled every poll_s seconds; true raises Interrupted.
+  Closing this generator (or dropping it) ends the thread and closes `iterator`."""
   slot = queue.Queue(maxsize=1)
+  closed = threading.Event()
+
+  def hand_over(entry):
+    while not closed.is_set():
+      try:
+        slot.put(entry, timeout=poll_s)
+        return True
+      except queue.Full:
+        continue
+    return False
 
   def produce():
     try:
       for item in iterator:
-        slot.put((item, None))
-      slot.put((_DONE, None))
+        if not hand_over((item, None)):
+          break
+      else:
+        hand_over((_DONE, None))
     except BaseException as e:  # handed to the reader, which raises it
-      slot.put((_DONE, e))
+      hand_over((_DONE, e))
+    finally:
+      close = getattr(iterator, 'close', None)
+      if close is not None:
+        close()
 
   threading.Thread(target=produce, name='pair-stream', daemon=True).start()
-  while True:
-    try:
-      item, error = slot.get(timeout=poll_s)
-    except queue.Empty:
-      if stop is not None and stop():
-        raise Interrupted('stopped while waiting for the input') from None
-      continue
-    if error is not None:
-      raise error
-    if item is _DONE:
-      return
-    yield item
+  try:
+    while True:
+      try:
+        item, error = slot.get(timeout=poll_s)
+      except queue.Empty:
+        if stop is not None and stop():
+          raise Interrupted('stopped while waiting for the input') from None
+        continue
+      if error is not None:
+        raise error
+      if item is _DONE:
+        return
+      yield item
+  finally:
+    closed.set()
 
 
 def _split(chunk):

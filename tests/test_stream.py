@@ -287,6 +287,21 @@ def test_stop_interrupts_a_stalled_input(tmp_path):
     release.set()
 
 
+def test_closing_the_batches_ends_the_reading_thread(stream):
+  import threading
+  import time
+  readers = lambda: sum(t.name == 'pair-stream' for t in threading.enumerate())
+  before = readers()
+  batches = stream.iterate(0)
+  next(batches)
+  assert readers() == before + 1
+  batches.close()
+  end = time.monotonic() + 30
+  while readers() > before and time.monotonic() < end:
+    time.sleep(0.1)
+  assert readers() == before
+
+
 def test_to_global_single_device(stream):
   import jax
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))

@@ -70,7 +70,7 @@ def start_train(workdir, data, train_cfg, **extra):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def run_train(workdir, data, train_cfg, timeout=300, **extra):
+def run_train(workdir, data, train_cfg, timeout=900, **extra):
   """(JSON of the last stdout line, stderr) of a training run; asserts exit code 0."""
   proc = start_train(workdir, data, train_cfg, **extra)
   out, err = proc.communicate(timeout=timeout)
@@ -78,7 +78,7 @@ def run_train(workdir, data, train_cfg, timeout=300, **extra):
   return json.loads(out.strip().splitlines()[-1]), err
 
 
-def train_command(*args, timeout=300):
+def train_command(*args, timeout=900):
   """`python -m cost_jax.train args...` -> CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'cost_jax.train', *args], cwd=ROOT, env=environment(),
                         capture_output=True, text=True, timeout=timeout)
@@ -128,7 +128,7 @@ def test_train_ends_with_one_line_when_every_sample_is_bad(tmp_path, data, confi
   shutil.copytree(data, root)
   set_sentences(root, '')
   proc = train_command(f'--config={config_file}', f'--workdir={tmp_path}/w',
-                       f'--config.data.roots.synthetic={root}', timeout=600)
+                       f'--config.data.roots.synthetic={root}')
   line = assert_one_line_error(proc)
   assert line.startswith("error: example 0: 64 attempts in a row hit bad data ({'empty_sentence': 64})")
 
@@ -159,11 +159,11 @@ def test_sigterm_while_the_input_stalls_saves_and_exits(tmp_path, data):
   proc = start_train(work, data, dict(num_steps=6, log_every=1, checkpoint_every=100),
                      stall_from=4)  # batch size 2: steps 0 and 1 train, step 2's input stalls
   try:
-    wait_for(lambda: os.path.isfile(work / 'metrics.jsonl') and len(read_metrics(work)) == 2, 300,
+    wait_for(lambda: os.path.isfile(work / 'metrics.jsonl') and len(read_metrics(work)) == 2, 900,
              proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=300)
   finally:
     proc.kill()
   assert proc.returncode == 0, err[-4000:]
@@ -214,8 +214,8 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, data, trained, how):
   aside = os.path.join(work, 'checkpoints_unreadable', '6')
   assert len(said) == 1 and re.search(
       rf'checkpoint step 6 is unreadable \(\w+: .+\): moved to {re.escape(aside)}$', said[0]), said
-  assert os.path.isdir(aside) and 'Traceback' not in err
-  print(said[0])
+  assert os.path.isdir(aside)
+  assert 'Traceback' not in err, err[err.find('Traceback'):][:4000]
   rows = read_metrics(work)
   assert [m['step'] for m in rows] == [1, 2, 3, 4, 5, 6, 5, 6, 7, 8]
   assert [m['loss'] for m in rows[6:8]] == [m['loss'] for m in first[4:6]]  # bit-identical resume
@@ -230,7 +230,8 @@ def test_second_trainer_is_refused_and_a_killed_one_leaves_no_stuck_lock(tmp_pat
   work = tmp_path / 'w'
   first = start_train(work, data, TRAIN, stall_from=0)  # holds the workdir, never finishes
   try:
-    assert first.stdout.readline().strip() == 'stalled'
+    lock = work / 'train.lock'
+    wait_for(lambda: lock.is_file() and lock.read_text().strip() == str(first.pid), 900, first)
     proc = train_command(f'--config={config_file}', f'--workdir={work}',
                          f'--config.data.roots.synthetic={data}')
     line = assert_one_line_error(proc)
@@ -268,7 +269,7 @@ def test_workdir_records_its_config_and_resume_compares_with_it(tmp_path, data):
 
 def cli_error(module, *args):
   run = subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True,
-                       cwd=ROOT, env=environment(), timeout=300)
+                       cwd=ROOT, env=environment(), timeout=900)
   lines = run.stderr.strip().splitlines()
   assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), run.stderr[-3000:]
   return lines[0]
