@@ -186,3 +186,74 @@ def shrink_for_runlocal(config):
   config.data.weights = {'synthetic': 1.0}
   config.data.splits = {'synthetic': 'train'}
   return config
+
+
+class ConfigError(ValueError):
+  """A config field holds a value training cannot use; the message names the field."""
+
+
+# What `validate` checks: field -> allowed values, and fields that must be numbers in a range.
+CHOICES = {
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.token.mode': ('resample', 'valid_dilated', 'stride2_320'),
+    'model.coa.mode': ('global', 'object'),
+    'model.head.type': ('dense', 'obj'),
+    'crop.size_rule': ('transt', 'pytracking'),
+    'data.source': ('raw', 'tfds'),
+    'train.optimizer': ('adamw', 'sgd'),
+}
+POSITIVE_INTS = ('model.template_size', 'model.search_size', 'model.hidden_dim', 'model.text.max_len',
+                 'train.batch_size', 'train.num_steps', 'train.log_every', 'train.checkpoint_every',
+                 'train.keep_checkpoints', 'track.batch_slots')
+NON_NEGATIVE_INTS = ('train.warmup_steps', 'data.max_gap')
+NON_NEGATIVE = ('train.lr', 'train.weight_decay', 'train.grad_clip', 'train.lr_decay',
+                'train.max_minutes', 'train.backbone_lr_mult', 'train.text_lr_mult')
+PROBABILITIES = ('train.template_drop', 'train.template_grey', 'data.grayscale_prob')
+
+
+def _field(config, name):
+  """config's value at dotted `name`, or KeyError when a config has no such field."""
+  value = config
+  for part in name.split('.'):
+    value = value[part]
+  return value
+
+
+def _number(value, integer=False):
+  if isinstance(value, bool):
+    return False
+  return isinstance(value, int) if integer else isinstance(value, (int, float)) and value == value
+
+
+def validate(config):
+  """Raises ConfigError naming the first field whose value cannot work (a word not among the
+  choices, a size or count that is not a positive integer, a rate below 0, a probability outside
+  [0, 1], lr_milestones that are not step numbers); fields a config does not have are skipped.
+  Training calls this before it creates anything."""
+  def fields(names):
+    for name in names:
+      try:
+        yield name, _field(config, name)
+      except (KeyError, AttributeError):
+        continue
+
+  for name, value in fields(CHOICES):
+    if value not in CHOICES[name]:
+      raise ConfigError(f'config.{name}={value!r}: expected one of {", ".join(CHOICES[name])}')
+  for name, value in fields(POSITIVE_INTS):
+    if not _number(value, integer=True) or value < 1:
+      raise ConfigError(f'config.{name}={value!r}: expected a positive integer')
+  for name, value in fields(NON_NEGATIVE_INTS):
+    if not _number(value, integer=True) or value < 0:
+      raise ConfigError(f'config.{name}={value!r}: expected an integer >= 0')
+  for name, value in fields(NON_NEGATIVE):
+    if not _number(value) or value < 0:
+      raise ConfigError(f'config.{name}={value!r}: expected a number >= 0')
+  for name, value in fields(PROBABILITIES):
+    if not _number(value) or not 0 <= value <= 1:
+      raise ConfigError(f'config.{name}={value!r}: expected a probability in [0, 1]')
+  for name, value in fields(('train.lr_milestones',)):
+    steps = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not all(_number(s, integer=True) and s > 0 for s in steps):
+      raise ConfigError(f'config.{name}={value!r}: expected step numbers, e.g. 300,450 (or () for '
+                        'none)')

@@ -4,11 +4,15 @@ keep-N, auto-resume, preemption, and a finiteness check before every save.
 Each checkpoint is `ocp.args.Composite(state=<train state>, metadata=<JSON with next_step>)`.
 `restore_variables(workdir, config)` gives {'params', 'batch_stats'} of the latest checkpoint to the
 tracker and the exporter: only those two items are read, and with a config they are checked against
-that config's model.
+that config's model. Resuming (`Checkpointer.restore_readable`) takes the newest checkpoint that
+restores: a damaged newer one (a truncated file, garbled metadata, an empty folder) is named in one
+line and moved to <workdir>/checkpoints_unreadable/, never deleted.
 """
 
 import os
+import shutil
 import signal
+import sys
 
 from absl import logging
 import jax
@@ -19,6 +23,10 @@ from cost_jax.models import cost
 
 class NonFiniteError(FloatingPointError):
   """The loss or gradients became NaN/Inf; the message names the first such step."""
+
+
+class MismatchError(ValueError):
+  """A readable checkpoint whose tensors do not fit the model being restored."""
 
 
 def checkpoint_dir(workdir):
@@ -38,10 +46,49 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                         item_names=('state', 'metadata'))
+                                         item_handlers=_item_handlers())
 
   def latest_step(self):
     return self.manager.latest_step()
+
+  def restore_readable(self, abstract_state, echo=logging.warning):
+    """(step, state, metadata) of the newest checkpoint that restores, or None when none does.
+
+    A newer checkpoint that fails to restore is moved aside (`move_aside`) with one line through
+    `echo` naming its step and the error. MismatchError when a readable checkpoint's tensors do
+    not fit abstract_state (a model change, not damage: nothing is moved).
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, metadata = self.restore(abstract_state, step)
+      except Exception as e:  # orbax and tensorstore raise many types for a damaged step
+        _drop_closed_loop_reports()
+        if _stored_shapes(self.manager, step) not in (None, _shapes(abstract_state)):
+          raise self._mismatch(step) from e
+        aside = self.move_aside(step)
+        echo(f'checkpoint step {step} is unreadable ({_one_line(e)}): moved to {aside}')
+        continue
+      if _shapes(state) != _shapes(abstract_state):
+        raise self._mismatch(step)
+      return step, state, metadata
+    return None
+
+  def _mismatch(self, step):
+    return MismatchError(f'checkpoint step {step} in {self.manager.directory} does not fit this '
+                         'model (its tensors have other shapes)')
+
+  def move_aside(self, step):
+    """Moves checkpoint `step` to <workdir>/checkpoints_unreadable/<step>[.n]; returns the path."""
+    source = os.path.join(str(self.manager.directory), str(step))
+    folder = os.path.join(os.path.dirname(str(self.manager.directory)), 'checkpoints_unreadable')
+    os.makedirs(folder, exist_ok=True)
+    target, n = os.path.join(folder, str(step)), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(folder, f'{step}.{n}')
+    shutil.move(source, target)
+    self.manager.reload()
+    return target
 
   def restore(self, abstract_state, step=None):
     """(state, metadata) of `step` (default latest); abstract_state: ShapeDtypeStructs with
@@ -56,7 +103,7 @@ class Checkpointer:
 
     nonfinite_step: host int, the first step whose loss/gradients were not finite, or -1.
     """
-    check_finite(nonfinite_step)
+    check_finite(nonfinite_step, self.latest_step())
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(dict(metadata))), force=True)
 
@@ -72,11 +119,60 @@ class Checkpointer:
     self.manager.close()
 
 
-def check_finite(nonfinite_step):
-  """Raises NonFiniteError naming the step when nonfinite_step >= 0."""
+def _drop_closed_loop_reports():
+  """After a failed restore, tensorstore reads still in flight complete into the event loop that
+  orbax has closed, each reported as an unraisable 'RuntimeError: Event loop is closed' (a
+  traceback apiece, hundreds for a real model). From now on those, and only those, are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.drops_closed_loop = True
+  sys.unraisablehook = hook
+
+
+def _item_handlers():
+  return {'state': ocp.StandardCheckpointHandler(), 'metadata': ocp.JsonCheckpointHandler()}
+
+
+def _one_line(error, limit=300):
+  """`Type: first line of the message` of the error's innermost cause (tensorstore's, which names
+  the tensor and the byte range, under orbax's wrapper), at most `limit` characters."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  text = ' '.join(str(error).strip().split('\n')[0].split())
+  text = f'{type(error).__name__}: {text}' if text else type(error).__name__
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _shapes(tree):
+  """Sorted (shape, dtype) of a tree's array leaves: what a checkpoint must hold to fit it."""
+  return sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree) if hasattr(x, 'shape'))
+
+
+def _stored_shapes(manager, step):
+  """_shapes of checkpoint `step`'s stored state, or None when its metadata does not read."""
+  try:
+    stored = manager.item_metadata(step)['state']
+    return _shapes(getattr(stored, 'tree', stored)) or None
+  except Exception:  # damaged or missing metadata
+    return None
+
+
+def check_finite(nonfinite_step, last_checkpoint=None):
+  """Raises NonFiniteError when nonfinite_step >= 0 (the state.step of the update that went
+  non-finite), naming that update as the log numbers steps (completed updates: nonfinite_step + 1)
+  and the last checkpoint written (step `last_checkpoint`, None = none)."""
   if int(nonfinite_step) >= 0:
-    raise NonFiniteError(f'Loss or gradients are not finite at step {int(nonfinite_step)}; '
-                         'stopping without saving (the last checkpoint is intact).')
+    kept = (f'the last checkpoint, step {int(last_checkpoint)}, is intact'
+            if last_checkpoint is not None else 'no checkpoint was written')
+    raise NonFiniteError(f'Loss or gradients are not finite at step {int(nonfinite_step) + 1}; '
+                         f'stopping without saving ({kept}).')
 
 
 class SigtermFlag:

@@ -16,6 +16,8 @@ B (slots), H and W are symbolic: any batch and frame size runs without re-export
 zero-padded beyond image_wh (the valid size of each), as cost_jax.tracker.BatchedEvaluator does. Both
 functions are the tracker's own (cost_jax.tracker.SlotFunctions, vmapped over slots), so the exported
 tracker and the live one are the same computation. cost_jax.export_runtime loads DIR and tracks.
+--config defaults to the config.json that training recorded in --workdir; a given --config must match
+its model fields (else one line names each difference, exit 2).
 """
 
 import json
@@ -107,17 +109,19 @@ def export_tracker(config, variables, out, model=None, platforms=PLATFORMS):
 
 def define_flags():
   """Command-line flags, defined only when run as a program (so modules with flags import side by side)."""
-  config_flags.DEFINE_config_file('config', None, 'Model config file.', lock_config=True)
+  config_flags.DEFINE_config_file('config', None, "Model config file; default: the workdir's "
+                                  'config.json (which a given one must match in its model fields).',
+                                  lock_config=True)
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoint.')
   flags.DEFINE_string('out', None, 'Output folder.')
   flags.DEFINE_list('platforms', list(PLATFORMS), 'Platforms to lower for.')
-  flags.mark_flags_as_required(['config', 'workdir', 'out'])
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  config = track.loaded_config(f.config)
+  config = track.resolved_config(f.config, f.workdir)
   unknown = [p for p in f.platforms if p not in PLATFORMS]
   if unknown or not f.platforms:
     raise cli.UsageError(f'--platforms={",".join(f.platforms)}: each must be one of '

@@ -11,7 +11,9 @@ that did not load, whose box was carried over). Resumable: a sequence whose resu
 one line per frame is kept (said in one line) and only the rest is tracked; --overwrite tracks every
 sequence again. --sequences reads only the named sequences of the tree. Sequences run
 `config.track.batch_slots` at a time (cost_jax.tracker.BatchedEvaluator); the progress bar counts
-frames as they are tracked (fps) and finished sequences.
+frames as they are tracked (fps) and finished sequences. --config defaults to the config.json that
+training recorded in --workdir; a given --config must match its model fields, or the command names
+each difference in one line and exits 2.
 
 --init=sentence starts every sequence from its sentence alone: frame 1 is searched with the blank
 template (cost_jax.grounding) and frame 1's ground truth is not used to track; the result file's
@@ -37,6 +39,7 @@ from cost_jax import cli
 from cost_jax import compilation_cache
 from cost_jax import grounding
 from cost_jax import tracker
+from cost_jax import workdir as workdir_lib
 from cost_jax.evaluation import results_io
 from input_pipeline import readers
 from input_pipeline import tokenize
@@ -134,6 +137,29 @@ def loaded_config(config):
   return config
 
 
+def resolved_config(config, workdir):
+  """The config to track or export with: --config (read now, see loaded_config), whose model fields
+  must agree with the config.json that training recorded in `workdir`, or that recorded config when
+  --config is not given. cli.UsageError naming each model field that differs, or saying that there
+  is no config at all."""
+  try:
+    recorded = workdir_lib.read_recorded(workdir)
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from None
+  if config is None:
+    if recorded is None:
+      raise cli.UsageError(f'--config is required: {workdir} records no config '
+                           f'({workdir_lib.config_path(workdir)} does not exist); give the config '
+                           'its checkpoint was trained with')
+    return workdir_lib.recorded_config(workdir)
+  config = loaded_config(config)
+  different = workdir_lib.model_differences(workdir, config)
+  if different:
+    raise cli.UsageError(f'--config is not the model {workdir} was trained with '
+                         f'({workdir_lib.config_path(workdir)}): ' + '; '.join(different))
+  return config
+
+
 def restore_variables(workdir, config):
   """checkpoints.restore_variables(workdir, config), or cli.UsageError when workdir holds none or
   its checkpoint is not of config's model."""
@@ -158,7 +184,9 @@ def load_sequences(config, dataset, data_dir, split, names):
 
 def define_flags():
   """Command-line flags, defined only when run as a program (so modules with flags import side by side)."""
-  config_flags.DEFINE_config_file('config', None, 'Model config file.', lock_config=True)
+  config_flags.DEFINE_config_file('config', None, "Model config file; default: the workdir's "
+                                  'config.json (which a given one must match in its model fields).',
+                                  lock_config=True)
   flags.DEFINE_string('workdir', None, 'Training workdir holding the checkpoint.')
   flags.DEFINE_string('dataset', None, 'Dataset name (lasot, tnl2k, otb99_lang, ...).')
   flags.DEFINE_string('data_dir', None, 'Dataset root; default config.data.roots.<dataset>.')
@@ -175,14 +203,14 @@ def define_flags():
   flags.DEFINE_bool('overwrite', False, 'Track again the sequences that already have results.')
   flags.DEFINE_enum('init', 'box', ['box', 'sentence'],
                     "Start from frame 1's ground-truth box, or from the sentence alone.")
-  flags.mark_flags_as_required(['config', 'workdir', 'dataset', 'results_dir'])
+  flags.mark_flags_as_required(['workdir', 'dataset', 'results_dir'])
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   compilation_cache.enable()
-  config = loaded_config(f.config)
+  config = resolved_config(f.config, f.workdir)
   sequences = load_sequences(config, f.dataset, f.data_dir, f.split, f.sequences)
   if f.init == 'sentence':
     check_sentences(sequences, f.no_language)

@@ -10,7 +10,9 @@ dataset readers order them. Frames are decoded one at a time, so a long video is
 the sentence alone (cost_jax.grounding: the model with the blank template over windows tiling the
 frame), the best-scoring box starts the track and its score is printed; that start needs a model
 trained with template dropout (config.train.template_drop) to be any good.
---config: the model config the checkpoint in --workdir was trained with (required).
+--config: the model config the checkpoint in --workdir was trained with; default: the config.json
+training recorded there (a given --config must match its model fields, or the command names each
+difference and exits 2).
 
 Writes into --out (created if needed; files of these names are replaced, nothing else is touched):
   <name>.txt       one x,y,w,h line a frame (pixels, 3 decimals; pytracking's result format), frame 1 =
@@ -77,11 +79,10 @@ def parse_box(values):
 
 
 def resolve_config(config, workdir):
-  """The model config to track with: --config, which is required."""
-  if config is None:
-    raise cli.UsageError(f'--config is required: the config the checkpoint in {workdir} was trained '
-                         'with (e.g. --config=configs/cost_tiny.py)')
-  return config
+  """The model config to track with: --config checked against the workdir's recorded config.json,
+  or that config when --config is not given (cost_jax.track.resolved_config)."""
+  from cost_jax import track
+  return track.resolved_config(config, workdir)
 
 
 def restore(workdir, config):

@@ -10,8 +10,10 @@ Multi-process runs: see launch/README.md (--coordinator_address/--num_processes/
 and TPU pods are detected).
 """
 
+import contextlib
 import json
 import os
+import sys
 import time
 
 from absl import logging
@@ -21,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from configs import common
 from cost_jax import checkpoints
 from cost_jax import losses
 from cost_jax import optim
 from cost_jax import pretrained
 from cost_jax import sharding
+from cost_jax import workdir as workdir_lib
 from cost_jax.convert import core
 from cost_jax.models import coa
 from cost_jax.models import cost
@@ -109,6 +113,11 @@ def create_input(config, mesh):
                for name in config.data.weights}
   pairs = stream.PairStream(config, sequences, host_id=jax.process_index(),
                             num_hosts=jax.process_count())
+  truncated = pairs.truncated_sentences()
+  if truncated:
+    name, tokens = max(truncated.items(), key=lambda item: item[1])
+    logging.info('%d sentence(s) longer than text.max_len=%d tokens train truncated (longest: %s, '
+                 '%d tokens)', len(truncated), pairs.text_len, name, tokens)
   spec = sharding.batch_spec(config.mesh)
   return pairs, lambda batch: stream.to_global(batch, mesh, spec)
 
@@ -278,16 +287,31 @@ def _save(ckpt, step, state):
 
 
 def train_and_checkpoint(config, workdir, model=None):
-  """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint and
-  saving one every config.train.checkpoint_every steps and at the end. No evaluation runs here
+  """Trains config.train.num_steps steps in `workdir`, resuming from its newest readable checkpoint
+  and saving one every config.train.checkpoint_every steps and at the end. No evaluation runs here
   (tracking and metrics are cost_jax.track / cost_jax.evaluate).
 
   model: a linen module with COST's apply contract (default cost.COST(config.model)).
 
-  Returns the final TrainState. Stops early (after saving) on SIGTERM / preemption or when
-  config.train.max_minutes is reached; raises
-  checkpoints.NonFiniteError naming the step when the loss or gradients become NaN/Inf.
+  Returns the final TrainState. Stops early (after saving) on SIGTERM / preemption, also while
+  waiting for input, or when config.train.max_minutes is reached. Before creating anything:
+  common.ConfigError naming a bad config field; workdir.InUseError when another trainer holds the
+  workdir; workdir.ConfigMismatch naming each model field that differs from the workdir's
+  config.json (then records the config). Raises checkpoints.NonFiniteError naming the step when the
+  loss or gradients become NaN/Inf, and stream.DataError when the data gives no example.
   """
+  common.validate(config)
+  first = jax.process_index() == 0
+  with workdir_lib.lock(workdir) if first else contextlib.nullcontext():
+    workdir_lib.check_resume(workdir, config)
+    if first:
+      workdir_lib.record_config(workdir, config)
+    return _train(config, workdir, model)
+
+
+def _train(config, workdir, model):
+  """train_and_checkpoint once the config is valid and the workdir is this process's."""
+  from input_pipeline import stream
   t = config.train
   mesh = create_mesh(config)
   logging.info('mesh %s over %d devices (%d processes)', dict(mesh.shape), jax.device_count(),
@@ -303,13 +327,15 @@ def train_and_checkpoint(config, workdir, model=None):
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             state, shardings)
-    state, metadata = ckpt.restore(abstract)
-    start = int(metadata['next_step'])
-    logging.info('Resumed from %s at step %d', checkpoints.checkpoint_dir(workdir), start)
+    restored = ckpt.restore_readable(abstract)
+    if restored is not None:
+      _, state, metadata = restored
+      start = int(metadata['next_step'])
+      logging.info('Resumed from %s at step %d', checkpoints.checkpoint_dir(workdir), start)
 
   logger = MetricsLogger(workdir, t.num_steps)
   flag = checkpoints.SigtermFlag() if jax.process_count() == 1 else None
-  batches = pairs.iterate(start)
+  batches = pairs.iterate(start, stop=lambda: flag is not None and flag.raised)
   bar = _progress(t, start)
   started = time.perf_counter()
   try:
@@ -322,13 +348,19 @@ def train_and_checkpoint(config, workdir, model=None):
         logging.warning('config.train.max_minutes=%g reached: saving step %d.', t.max_minutes, step)
         _save(ckpt, step, state)
         break
-      state, metrics = step_fn(state, to_global(next(batches)))
+      try:
+        batch = next(batches)
+      except stream.Interrupted:  # SIGTERM while the input stalled
+        logging.warning('Preempted while waiting for input: saving step %d and exiting.', step)
+        _save(ckpt, step, state)
+        break
+      state, metrics = step_fn(state, to_global(batch))
       done = step + 1
       if bar is not None:
         bar.update(1)
       if done % t.log_every == 0 or done == t.num_steps:
         metrics = jax.device_get(metrics)
-        checkpoints.check_finite(jax.device_get(state.nonfinite_step))
+        checkpoints.check_finite(jax.device_get(state.nonfinite_step), ckpt.latest_step())
         logger.write(done, metrics, pairs.replacements())
         if bar is not None:
           bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -352,13 +384,30 @@ def main(argv):
   from cost_jax import distributed
   f = flags.FLAGS
   distributed.initialize(f.coordinator_address or None, f.num_processes, f.process_id)
+  from cost_jax import cli
   from cost_jax import compilation_cache
   compilation_cache.enable()
-  train_and_checkpoint(f.config, f.workdir)
+  try:
+    train_and_checkpoint(f.config, f.workdir)
+  except (common.ConfigError, workdir_lib.InUseError, workdir_lib.ConfigMismatch,
+          checkpoints.MismatchError) as e:
+    raise cli.UsageError(str(e)) from None
+  except checkpoints.NonFiniteError as e:  # not a usage mistake: one line, exit status 1
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except _data_errors() as e:  # evaluated only when an error got this far
+    raise cli.UsageError(str(e)) from None
+
+
+def _data_errors():
+  """The errors of data a user can fix: a dataset path, a sample-less dataset, a weights file."""
+  from cost_jax.convert import core
+  from input_pipeline import readers
+  from input_pipeline import stream
+  return readers.DatasetError, stream.DataError, core.ConversionError
 
 
 if __name__ == '__main__':
-  from absl import app
   from absl import flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'Training config file.', lock_config=True)
@@ -367,4 +416,5 @@ if __name__ == '__main__':
   flags.DEFINE_integer('num_processes', None, 'Number of processes (explicit multi-process).')
   flags.DEFINE_integer('process_id', None, 'This process (explicit multi-process).')
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  from cost_jax import cli
+  cli.run(main)

@@ -15,6 +15,14 @@ def stable_key(text):
   return int.from_bytes(digest[:4], 'little') & 0x7FFFFFFF
 
 
+def is_empty_sentence(sentence):
+  """True when a sentence says nothing (None, '' or only whitespace): the one rule on sentences that
+  input_pipeline.check and the training stream share. Any other text is data: accents, quotes and
+  dashes (BERT's uncased normaliser handles them) and sentences longer than text.max_len tokens
+  (the tokenizer truncates them; the stream counts them)."""
+  return not (sentence or '').strip()
+
+
 def text_key(ids):
   """Key of a tokenised sentence: identical ids -> identical key (CoA treats them as positives)."""
   ids = np.asarray(ids, dtype=np.int32)

@@ -13,10 +13,16 @@ part (the frame mean when the window covers the frame). The planner clips window
 size (not extract_jpeg_shape in the graph) and computes all geometry in float64 numpy, so tf.data and
 an eager rebuild give identical bytes.
 
-Bad data never shifts later samples: a plan that meets a bad sentence, a box that is not finite and
-positive or misses the image, a missing or unreadable frame, retries the same g with attempt + 1; a
-frame that only fails while decoding makes tf.data drop its batch, whose examples are then rebuilt
-by the same function (the failing one with the next attempt). Every replacement is counted by reason (`replacements()`).
+Bad data never shifts later samples: a plan that meets an empty sentence (sequence.is_empty_sentence,
+the rule input_pipeline.check applies), a box that is not finite and positive or misses the image, a
+missing or unreadable frame, retries the same g with attempt + 1; a frame that only fails while
+decoding makes tf.data drop its batch, whose examples are then rebuilt by the same function (the
+failing one with the next attempt). Every replacement is counted by reason (`replacements()`). Any
+other sentence is data: accents and punctuation go to BERT's uncased normaliser, and a sentence longer
+than text.max_len tokens is truncated (`truncated_sentences()` names them). When MAX_ATTEMPTS attempts
+in a row hit bad data, or the planner fails in any other way, the stream raises that error (DataError
+for bad data) in the caller: tf.data's ignore_errors, which drops a batch whose frame fails to decode,
+never sees a planner error, because the planner's first error also ends the dataset.
 
 Host h of H builds examples [h b, (h+1) b) of every global batch (b = B / H); `to_global` joins the
 host slices into one jax.Array, so the global batch is the same for any number of hosts.
@@ -25,6 +31,8 @@ host slices into one jax.Array, so the global batch is the same for any number o
 import collections
 import io
 import math
+import queue
+import threading
 import types
 
 import numpy as np
@@ -35,8 +43,8 @@ from input_pipeline import crops
 from input_pipeline import sequence as sequence_lib
 from input_pipeline import tokenize
 
-REASONS = ('empty_sentence', 'non_ascii_sentence', 'long_sentence', 'no_visible_frame', 'bad_box',
-           'box_outside_image', 'missing_frame', 'corrupt_frame')
+REASONS = ('empty_sentence', 'no_visible_frame', 'bad_box', 'box_outside_image', 'missing_frame',
+           'corrupt_frame')
 BATCH_KEYS = ('template', 'search', 'search_box', 'text_ids', 'text_mask', 'text_key', 'sequence_key')
 MAX_ATTEMPTS = 64  # consecutive bad attempts for one example before the data is declared unusable
 # The planner's output for one example: g, template/search path (raw) and bytes (TFDS), decode regions
@@ -48,19 +56,12 @@ DECODE_MARGIN = 4  # px decoded beyond the window: chroma upsampling is wrong at
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2/PIL grayscale
 
 
-def sentence_problem(sentence, tokenizer, longer):
-  """The reason a sentence is unusable ('empty_sentence', ...), or None.
+class DataError(RuntimeError):
+  """The datasets cannot give an example: MAX_ATTEMPTS attempts in a row hit bad data."""
 
-  `longer` is a Tokenizer with max_len + 1: a sentence it encodes to more than max_len tokens
-  ([CLS] and [SEP] included) would be truncated, which changes what it says.
-  """
-  if not sentence or not sentence.strip():
-    return 'empty_sentence'
-  if not sentence.isascii():
-    return 'non_ascii_sentence'
-  if int(longer.encode(sentence)[1].sum()) > tokenizer.max_len:
-    return 'long_sentence'
-  return None
+
+class Interrupted(Exception):
+  """iterate's `stop()` became true while the stream waited for tf.data."""
 
 
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
@@ -142,14 +143,16 @@ def jitter_boxes(rng, boxes, center_jitter, scale_jitter):
 
 
 class _SequenceInfo:
-  """What the planner needs per sequence, computed once: visible frames, tokens, sentence check."""
+  """What the planner needs per sequence, computed once: visible frames, tokens (truncated to
+  max_len), the sentence's problem ('empty_sentence' or None) and its untruncated token count."""
 
-  def __init__(self, seq, tokenizer, longer):
+  def __init__(self, seq, tokenizer):
     self.seq = seq
     self.visible = np.flatnonzero(seq.visible)
-    self.problem = sentence_problem(seq.sentence, tokenizer, longer)
+    self.problem = 'empty_sentence' if sequence_lib.is_empty_sentence(seq.sentence) else None
     self.ids, self.mask = tokenizer.encode(seq.sentence if self.problem is None else '')
     self.text_key = sequence_lib.text_key(self.ids)
+    self.tokens = tokenizer.length(seq.sentence) if self.problem is None else 0
 
 
 class PairStream:
@@ -184,7 +187,6 @@ class PairStream:
     self.host_id = host_id
     self._read = frame_reader or self._default_reader(config, sequences_by_dataset)
     tokenizer = tokenize.tokenizer_for(config.model)
-    longer = tokenize.Tokenizer(tokenizer.vocab_path, max_len=tokenizer.max_len + 1)
     self.text_len = tokenizer.max_len
     weights = {k: float(v) for k, v in dict(config.data.weights).items() if float(v) > 0}
     missing = sorted(set(weights) - set(sequences_by_dataset))
@@ -198,7 +200,7 @@ class PairStream:
       seqs = list(sequences_by_dataset[name])
       if not seqs:
         raise ValueError(f'dataset {name!r} has no sequences')
-      self._infos.append([_SequenceInfo(s, tokenizer, longer) for s in seqs])
+      self._infos.append([_SequenceInfo(s, tokenizer) for s in seqs])
     self._counts = collections.Counter()
     self._example_fn = tf.function(self._example)
 
@@ -276,8 +278,8 @@ class PairStream:
       if result is not None:
         return result, attempt, reasons
       reasons[reason] += 1
-    raise RuntimeError(f'example {g}: {MAX_ATTEMPTS} attempts in a row hit bad data ({dict(reasons)}); '
-                       'run `python -m input_pipeline.check` on the datasets')
+    raise DataError(f'example {g}: {MAX_ATTEMPTS} attempts in a row hit bad data ({dict(reasons)}); '
+                    'run `python -m input_pipeline.check` on the datasets')
 
   def _plan_np(self, g, first_attempt):
     """plan(g) as the numpy tuple _PLAN_TYPES describes."""
@@ -290,10 +292,25 @@ class PairStream:
             np.bool_(plan['gray']), plan['search_box'].astype(np.float32), plan['ids'], plan['mask'],
             np.int32(plan['text_key']), np.int32(plan['sequence_key']), counts, np.int64(attempt))
 
-  def _plan_step_np(self, step):
+  def _undecodable_np(self, g):
+    """A plan of example g without frame bytes: its decode fails, so tf.data drops its batch."""
+    length = self.text_len
+    return (np.int64(g), np.array(b'', dtype=object), np.array(b'', dtype=object),
+            np.array(b'', dtype=object), np.array(b'', dtype=object), np.zeros((2, 4), np.int32),
+            np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.bool_(False),
+            np.zeros(4, np.float32), np.zeros(length, np.int32), np.zeros(length, np.int32),
+            np.int32(0), np.int32(0), np.zeros(len(REASONS), np.int32), np.int64(0))
+
+  def _plan_step_np(self, step, failures):
     """The plans of this host's examples of global batch `step`, stacked: one Python call per batch
-    (a numpy_function call per example costs more CPU than its plan)."""
-    rows = [self._plan_np(g, 0) for g in self.host_indices(int(step))]
+    (a numpy_function call per example costs more CPU than its plan). An error goes into `failures`
+    (which ends the dataset, see _dataset) and the batch becomes undecodable plans, dropped."""
+    indices = self.host_indices(int(step))
+    try:
+      rows = [self._plan_np(g, 0) for g in indices]
+    except Exception as e:  # raised by iterate; tf.data would log it with a traceback, then drop it
+      failures.append((int(step), e))
+      rows = [self._undecodable_np(g) for g in indices]
     return tuple(np.stack([row[i] for row in rows]) for i in range(len(_PLAN_TYPES)))
 
   # ------------------------------------------------------------------------------ pixels (TF)
@@ -346,11 +363,18 @@ class PairStream:
     start = step * self.global_batch + self.host_id * self.host_batch
     return np.arange(start, start + self.host_batch, dtype=np.int64)
 
-  def _dataset(self, start_step):
+  def _dataset(self, start_step, failures):
     """tf.data: plans per host batch (Python, one thread, ahead) -> examples decoded in parallel ->
-    host batches (examples in g order) -> batches with a failed decode dropped."""
-    plans = tf.data.Dataset.range(start_step, 2 ** 62).map(
-        lambda step: tf.numpy_function(self._plan_step_np, [step], _PLAN_TYPES, stateful=False))
+    host batches (examples in g order) -> batches with a failed decode dropped.
+
+    The planner's errors go into `failures` as (step, error); the first ends the steps (take_while),
+    so the dataset stops right after the steps already planned; iterate then raises the error.
+    """
+    planning = lambda: np.bool_(not failures)
+    plan_step = lambda step: self._plan_step_np(step, failures)
+    steps = tf.data.Dataset.range(start_step, 2 ** 62).take_while(
+        lambda step: tf.reshape(tf.numpy_function(planning, [], tf.bool, stateful=True), []))
+    plans = steps.map(lambda step: tf.numpy_function(plan_step, [step], _PLAN_TYPES, stateful=False))
     parallel = self.config.data.num_parallel_calls
     ds = plans.prefetch(2).unbatch().map(
         self._pixels, num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel, deterministic=True)
@@ -397,9 +421,15 @@ class PairStream:
     """The host-local slice of global batch `step` (dict of numpy arrays)."""
     return self._finish(_stack([self.example(int(g)) for g in self.host_indices(step)]))
 
-  def iterate(self, start_step=0):
-    """Host batches start_step, start_step + 1, ... (tf.data, prefetching), forever."""
-    chunks = self._dataset(start_step).as_numpy_iterator()
+  def iterate(self, start_step=0, stop=None):
+    """Host batches start_step, start_step + 1, ... (tf.data, prefetching), forever.
+
+    Raises the planner's error (DataError: the data is unusable) where the batch it failed would
+    be. tf.data is read in a daemon thread, so the caller waits in Python, where signal handlers run:
+    stop() (e.g. "SIGTERM arrived"), polled while waiting, raises Interrupted.
+    """
+    failures = []
+    chunks = _read_ahead(self._chunks(self._dataset(start_step, failures), failures), stop)
 
     def steps():
       step = start_step
@@ -407,11 +437,82 @@ class PairStream:
         yield step
         step += 1
 
-    return self._batches(chunks, steps())
+    def batches():
+      try:
+        yield from self._batches(chunks, steps())
+      finally:
+        chunks.close()  # closing or dropping the batches ends the reading thread
+
+    return batches()
+
+  @staticmethod
+  def _chunks(dataset, failures):
+    """tf.data's batches, then the planner's error when that is what ended them (of the earliest
+    step: tf.data may plan several steps at once)."""
+    yield from dataset.as_numpy_iterator()
+    if failures:
+      raise min(failures, key=lambda failure: failure[0])[1]
 
   def replacements(self):
     """{reason: count} of examples replaced in the batches handed out so far."""
     return dict(self._counts)
+
+  def truncated_sentences(self):
+    """{'dataset/sequence': tokens} of the sentences longer than text.max_len tokens, which every
+    example of that sequence trains on truncated to their first text.max_len tokens."""
+    return {f'{info.seq.dataset}/{info.seq.name}': info.tokens for infos in self._infos
+            for info in infos if info.tokens > self.text_len}
+
+
+_DONE = object()
+
+
+def _read_ahead(iterator, stop=None, poll_s=0.1):
+  """The items of `iterator`, read one ahead in a daemon thread; its error is raised here, in
+  order. While waiting, stop() (when given) is polled every poll_s seconds; true raises Interrupted.
+  Closing this generator (or dropping it) ends the thread and closes `iterator`."""
+  slot = queue.Queue(maxsize=1)
+  closed = threading.Event()
+
+  def hand_over(entry):
+    while not closed.is_set():
+      try:
+        slot.put(entry, timeout=poll_s)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def produce():
+    try:
+      for item in iterator:
+        if not hand_over((item, None)):
+          break
+      else:
+        hand_over((_DONE, None))
+    except BaseException as e:  # handed to the reader, which raises it
+      hand_over((_DONE, e))
+    finally:
+      close = getattr(iterator, 'close', None)
+      if close is not None:
+        close()
+
+  threading.Thread(target=produce, name='pair-stream', daemon=True).start()
+  try:
+    while True:
+      try:
+        item, error = slot.get(timeout=poll_s)
+      except queue.Empty:
+        if stop is not None and stop():
+          raise Interrupted('stopped while waiting for the input') from None
+        continue
+      if error is not None:
+        raise error
+      if item is _DONE:
+        return
+      yield item
+  finally:
+    closed.set()
 
 
 def _split(chunk):

@@ -36,6 +36,10 @@ class Tokenizer:
     mask[:len(tokens)] = 1
     return ids, mask
 
+  def length(self, sentence):
+    """Tokens `sentence` needs, [CLS] and [SEP] included, before truncation to max_len."""
+    return len(self._tok(sentence or '', truncation=False)['input_ids'])
+
   def encode_batch(self, sentences):
     """List of N sentences -> ids, mask: int32 [N, max_len]."""
     pairs = [self.encode(s) for s in sentences]

@@ -101,3 +101,31 @@ def test_missing_root_and_unknown_dataset_exit_nonzero(tmp_path):
   assert result.returncode == 1 and f'{tmp_path}/nothing' in result.stdout
   result = run_cli('--dataset=tnl2k', f'--data_dir={tmp_path}', '--split=test')
   assert result.returncode == 1 and "no 'test' split folder" in result.stdout
+
+
+def test_check_and_the_stream_agree_on_empty_sentences(tree, tmp_path):
+  """Only an empty sentence is a problem (sequence.is_empty_sentence): check warns about exactly those
+  sequences, and the stream replaces exactly those; accents, dashes and long sentences are data."""
+  from input_pipeline import sequence as sequence_lib
+  from input_pipeline import stream
+  from tests.test_stream import small_config
+  clean, names = tree
+  root = str(tmp_path / 'text')
+  subprocess.run(['cp', '-r', clean, root], check=True)
+  sentences = ['rouge carré — “red square”', ' '.join(['word'] * 60), '\u3000 \t', '']
+  for name, sentence in zip(names, sentences):
+    with open(os.path.join(folder_of(root, name), 'nlp.txt'), 'w', encoding='utf-8') as f:
+      f.write(sentence + '\n')
+  lines = []
+  scan, _ = check.check('synthetic', root, out=lines.append)
+  warned = {line.split(': ')[1] for line in lines if line.endswith('empty sentence')}
+  assert warned == {folder_of(root, n) for n in names[2:]}
+  empty = {s.name for s in scan.sequences if sequence_lib.is_empty_sentence(s.sentence)}
+  assert empty == set(names[2:])
+  config = small_config(batch=8)
+  config.data.weights = {'synthetic': 1.0}
+  pairs = stream.PairStream(config, {'synthetic': scan.sequences})
+  keys = {int(k) for _, batch in zip(range(3), pairs.iterate(0)) for k in batch['sequence_key']}
+  by_name = {s.name: s.sequence_key for s in scan.sequences}
+  assert keys == {by_name[n] for n in names[:2]}
+  assert set(pairs.replacements()) == {'empty_sentence'}

@@ -86,7 +86,9 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, synthetic_root):
 def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, synthetic_root):
   train_cfg = dict(num_steps=6, log_every=3, checkpoint_every=2, force_nan_at_step=3)
   out = train_run(tmp_path, synthetic_root, train_cfg)
-  assert 'not finite at step 3' in out['error'], out
+  # The update from state.step 3 is the 4th: the log's "step 4"; checkpoint 2 exists.
+  assert 'not finite at step 4;' in out['error'], out
+  assert out['error'].endswith('(the last checkpoint, step 2, is intact).'), out
   # The logs up to there: JSON lines with losses, lr and norms, and TensorBoard event files.
   (logged,) = read_metrics(tmp_path)
   assert logged['step'] == 3 and logged['all_finite'] == 1.0
@@ -98,13 +100,23 @@ def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, sy
   assert all(np.isfinite(x).all() for x in variables(tmp_path))
 
 
+def test_nan_before_any_checkpoint_says_so_and_numbers_steps_as_the_log(tmp_path, synthetic_root):
+  train_cfg = dict(num_steps=6, log_every=1, checkpoint_every=100, force_nan_at_step=2)
+  out = train_run(tmp_path, synthetic_root, train_cfg)
+  logged = read_metrics(tmp_path)
+  assert [m['step'] for m in logged] == [1, 2] and all(m['all_finite'] == 1.0 for m in logged)
+  assert out['error'] == ('Loss or gradients are not finite at step 3; stopping without saving '
+                          '(no checkpoint was written).'), out
+  assert not os.path.isdir(tmp_path / 'checkpoints') or not os.listdir(tmp_path / 'checkpoints')
+
+
 def test_checkpointer_refuses_to_save_after_nonfinite_step(tmp_path):
   from cost_jax import checkpoints
   ckpt = checkpoints.Checkpointer(str(tmp_path), keep=2, async_save=False)
   state = {'params': {'w': np.ones(3, np.float32)}}
   for step in (1, 2, 3):
     ckpt.save(step, state, {'next_step': step}, nonfinite_step=-1)
-  with pytest.raises(checkpoints.NonFiniteError, match='step 7'):
+  with pytest.raises(checkpoints.NonFiniteError, match=r'step 8; .*the last checkpoint, step 3, is intact'):
     ckpt.save(4, state, {'next_step': 4}, nonfinite_step=7)
   ckpt.wait()
   assert ckpt.latest_step() == 3 and sorted(ckpt.manager.all_steps()) == [2, 3]  # keep-N

@@ -1,6 +1,7 @@
 """Converter machinery: rename rules, ignore lists, shape checks, safetensors round trip, stand-ins."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -110,3 +111,57 @@ def test_load_torch_file_plain_state_dict(tmp_path):
   torch.save(_state(), path)
   loaded = core.load_torch_file(path)
   assert list(loaded) == list(_state())
+
+
+def test_unreadable_weight_files_are_named_with_the_problem(tmp_path):
+  """Empty, truncated and garbage files: ConversionError naming the file, what it should be and
+  why (not torch's '[Errno 22]' or safetensors' path-less header error)."""
+  from safetensors.numpy import save_file
+  from cost_jax.convert import bert
+  good_pth, good_st = str(tmp_path / 'good.pth'), str(tmp_path / 'good.safetensors')
+  torch.save({'w': torch.ones(1000)}, good_pth)
+  save_file({'w': np.ones(1000, np.float32)}, good_st)
+  files = {}
+  for name, source in (('trunc.pth', good_pth), ('trunc.safetensors', good_st)):
+    data = open(source, 'rb').read()
+    files[name] = str(tmp_path / name)
+    with open(files[name], 'wb') as f:
+      f.write(data[:len(data) // 2])
+  for name in ('empty.pth', 'empty.safetensors'):
+    files[name] = str(tmp_path / name)
+    open(files[name], 'wb').close()
+  files['garbage.pth'] = str(tmp_path / 'garbage.pth')
+  with open(files['garbage.pth'], 'wb') as f:
+    f.write(np.random.default_rng(0).bytes(300))
+  cases = [(core.load_torch_file, 'empty.pth', 'empty file (0 bytes), expected a PyTorch checkpoint'),
+           (core.load_torch_file, 'trunc.pth', 'not a readable PyTorch checkpoint (weights-only): '
+                                               'PytorchStreamReader failed reading zip archive'),
+           (core.load_torch_file, 'garbage.pth', 'not a readable PyTorch checkpoint (weights-only): '),
+           (core.load_flat, 'empty.safetensors', 'empty file (0 bytes), expected a safetensors file'),
+           (core.load_flat, 'trunc.safetensors', 'not a readable safetensors file: ')]
+  for load, name, message in cases:
+    with pytest.raises(core.ConversionError) as e:
+      load(files[name])
+    assert str(e.value).startswith(f'{files[name]}: {message}'), e.value
+    assert '\n' not in str(e.value) and 'weights_only` set to `False`' not in str(e.value)
+  assert str(e.value).endswith(f'({os.path.getsize(files[name])} bytes)')
+  folder = tmp_path / 'bert'
+  folder.mkdir()
+  (folder / 'config.json').write_text('')
+  with pytest.raises(core.ConversionError, match=r'config.json: empty file \(0 bytes\), expected a JSON'):
+    bert.bert_config_from_folder(str(folder))
+
+
+def test_convert_command_reports_an_unreadable_file_in_one_line(tmp_path):
+  import subprocess
+  import sys
+  empty = tmp_path / 'resnet.pth'
+  empty.write_bytes(b'')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, '-m', 'cost_jax.convert', f'--resnet={empty}',
+                        f'--out={tmp_path}/out'], capture_output=True, text=True, cwd=root,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 2 and lines[-1] == (f'error: {empty}: empty file (0 bytes), expected a '
+                                               'PyTorch checkpoint (weights-only)'), run.stderr[-3000:]
+  assert 'Traceback' not in run.stderr and not os.path.exists(tmp_path / 'out')

@@ -7,16 +7,18 @@ Writes <out>/weights.safetensors ('/'-joined variable paths) and <out>/report.js
 converted and the ignored keys), and prints the ignored keys. --config (default configs/cost_r50.py)
 gives the architecture every tensor is shape-checked against; start training from the result with
 --config.train.init_weights=<out>. --resnet and --transt both give the trunk: pass one of them.
+A file that does not load (missing, empty, truncated, not weights-only loadable) or does not fit the
+architecture gets one line naming it and exit status 2.
 """
 
 import json
 import os
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from configs import cost_r50
+from cost_jax import cli
 from cost_jax.convert import bert
 from cost_jax.convert import core
 from cost_jax.convert import resnet
@@ -58,7 +60,10 @@ def main(argv):
   del argv
   f = flags.FLAGS
   config = f.config if f.config is not None else cost_r50.get_config()
-  flat, reports = convert_all(config.model, f.resnet, f.bert, f.transt)
+  try:
+    flat, reports = convert_all(config.model, f.resnet, f.bert, f.transt)
+  except core.ConversionError as e:  # a file that does not load or fit: one line naming it
+    raise cli.UsageError(str(e)) from None
   os.makedirs(f.out, exist_ok=True)
   core.save_flat(os.path.join(f.out, 'weights.safetensors'), flat)
   with open(os.path.join(f.out, 'report.json'), 'w') as fh:
@@ -73,4 +78,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -81,8 +81,13 @@ def bert_config_from_folder(folder):
   path = os.path.join(folder, 'config.json')
   if not os.path.exists(path):
     raise core.ConversionError(f'{folder}: no config.json (a Hugging Face BERT folder has one)')
-  with open(path) as f:
-    hf = json.load(f)
+  try:
+    with open(path) as f:
+      hf = json.load(f)
+  except ValueError as e:
+    raise core.unreadable(path, 'JSON config', e) from e
+  if not isinstance(hf, dict):
+    raise core.ConversionError(f'{path}: not a BERT config (a JSON object expected)')
   unsupported = {k: hf[k] for k, want in (('hidden_act', 'gelu'),
                                           ('position_embedding_type', 'absolute'))
                  if hf.get(k, want) != want}
@@ -108,8 +113,7 @@ def load_state_dict(folder):
   """{name: array} from model.safetensors (preferred) or pytorch_model.bin, weights-only."""
   st = os.path.join(folder, 'model.safetensors')
   if os.path.exists(st):
-    from safetensors.numpy import load_file
-    return load_file(st), st
+    return core.load_flat(st), st
   bin_path = os.path.join(folder, 'pytorch_model.bin')
   if os.path.exists(bin_path):
     return core.load_torch_file(bin_path), bin_path

@@ -6,6 +6,7 @@ ignores on purpose. `convert_state_dict` turns a PyTorch state dict into a *flat
 source key is either converted, ignored (and reported), or an error naming it.
 """
 
+import os
 import re
 
 import numpy as np
@@ -54,7 +55,30 @@ def load_torch_file(path, stand_ins=()):
     with torch.serialization.safe_globals(safe):
       return torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # torch raises UnpicklingError (or RuntimeError wrapping it)
-    raise ConversionError(f'{path}: weights-only loading failed: {e}') from e
+    raise unreadable(path, 'PyTorch checkpoint (weights-only)', e) from e
+
+
+def _reason(error):
+  """The line of a loader's message that says what is wrong (torch's weights-only errors bury it
+  after a paragraph of advice), at most 200 characters."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  for i, line in enumerate(lines):
+    if 'WeightsUnpickler error' in line:
+      cause = line.split('WeightsUnpickler error:', 1)[-1].strip() or (lines[i + 1] if i + 1 < len(lines)
+                                                                        else '')
+      return cause[:200]
+  return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def unreadable(path, kind, error):
+  """ConversionError naming `path`, what it should be (`kind`), its size and the loader's reason."""
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    return ConversionError(f'{path}: {e.strerror or e}')
+  if size == 0:
+    return ConversionError(f'{path}: empty file (0 bytes), expected a {kind}')
+  return ConversionError(f'{path}: not a readable {kind}: {_reason(error)} ({size} bytes)')
 
 
 def to_numpy(value):
@@ -171,6 +195,10 @@ def save_flat(path, flat, metadata=None):
 
 
 def load_flat(path):
-  """Reads a safetensors file written by save_flat (or any safetensors file) -> {key: np.ndarray}."""
+  """Reads a safetensors file written by save_flat (or any safetensors file) -> {key: np.ndarray};
+  ConversionError naming the file when it is missing, empty, truncated or not safetensors."""
   from safetensors.numpy import load_file
-  return load_file(path)
+  try:
+    return load_file(path)
+  except Exception as e:  # safetensors raises SafetensorError (no path), OSError, ...
+    raise unreadable(path, 'safetensors file', e) from e

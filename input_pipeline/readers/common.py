@@ -234,7 +234,7 @@ def box_warnings(sequence, folder, sentence_path=None):
     problems.append(Problem(folder, f'{int(bad.sum())} visible frame(s) with an invalid box '
                                     f'(first: frame {first + 1}: {sequence.boxes[first].tolist()})',
                             'warning'))
-  if not sequence.sentence:
+  if sequence_lib.is_empty_sentence(sequence.sentence):
     problems.append(Problem(sentence_path or folder, 'empty sentence', 'warning'))
   return problems
 
