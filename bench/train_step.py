@@ -9,7 +9,9 @@ What is timed: one whole update on a batch already in memory (random uint8 crops
 ids; no input pipeline): forward in train mode (dropout on, BatchNorm frozen), the DESIGN §3 loss
 (weighted BCE + L1 + GIoU over positive tokens + CoA), backward, global-norm clipping and AdamW with
 the backbone and text encoder at lr x0.1 and no decay on biases, norms, embeddings and logit_scale.
-JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh.
+JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh;
+timed twice when cost_jax.text_cache applies (frozen, dropout-free text encoder): the encoder run in
+the step, and the step fed the cached features as cost_jax.train feeds it ('jax_cached_text_ms').
 PyTorch: torch_reference.COST with the same initial weights, `torch_losses` (a mirror of
 cost_jax.losses, tested equal in tests/test_bench.py) and torch.optim.AdamW with the same groups.
 torch.compile: the same step with the model + loss under torch.compile (inductor; AOTAutograd compiles
@@ -43,6 +45,7 @@ from bench import common
 from bench import torch_reference
 from cost_jax import optim
 from cost_jax import sharding
+from cost_jax import text_cache
 from cost_jax import train
 from cost_jax.models import cost
 from input_pipeline import crops
@@ -270,6 +273,7 @@ def measure(config, batch_size, iters, warmup, device='cpu', with_torch_compile=
       compiled, step_flops, global_batch, compile_s = _compile_step(
           step, state, random_batch(config, batch_size), mesh, config)
   batch = random_batch(config, batch_size)
+  jitted = step
   step = compiled
   result.update(step_flops=step_flops, batch=batch_size, jax_compile_s=compile_s)
   print(f'# jax state built in {result["build_s"]:.1f} s, update compiled in {compile_s:.1f} s',
@@ -286,6 +290,17 @@ def measure(config, batch_size, iters, warmup, device='cpu', with_torch_compile=
 
   result['jax_ms'] = common.median_ms(jax_update, iters, warmup)
   print(f'# jax {result["jax_ms"]:.2f} ms/step', flush=True)
+  if text_cache.enabled(config):  # what the trainer runs: the frozen encoder's features cached
+    cached = text_cache.TextFeatureCache(config, model).add_features(batch, holder[0].params)
+    cached_step, result['cached_step_flops'], cached_batch, result['jax_cached_compile_s'] = (
+        _compile_step(jitted, holder[0], cached, mesh, config))
+
+    def jax_cached_update():
+      holder[0], metrics = cached_step(holder[0], cached_batch)
+      jax.block_until_ready(metrics)
+    result['jax_cached_ms'] = common.median_ms(jax_cached_update, iters, warmup)
+    print(f'# jax, text features cached (train.cache_text): {result["jax_cached_ms"]:.2f} ms/step',
+          flush=True)
   optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup)
   centers = torch.from_numpy(normalised_token_centers(config.model)).to(device)
   torch_batch = to_torch_batch(batch, device)
@@ -345,7 +360,14 @@ def main(argv):
         f'torch eager {result["torch_ms"]:.1f} ms/step ({1e3 * batch / result["torch_ms"]:.2f} '
         f'pairs/s)  torch.compile {compiled_ms:.1f} ms/step  step {result["step_flops"] / 1e9:.1f} GFLOP  {gflops:.1f} GFLOP/s = '
         f'{gflops / peak:.1%} of the {peak:.1f} GFLOP/s matmul peak')
+  cached_ms = result.get('jax_cached_ms', math.nan)
+  print(f'jax with cached text features (what cost_jax.train runs when train.cache_text applies): '
+        f'{cached_ms:.1f} ms/step  = {result["torch_ms"] / cached_ms:.2f}x eager, '
+        f'{compiled_ms / cached_ms:.2f}x torch.compile (PyTorch runs its encoder every step)')
   print(common.format_key_values({
+      'jax_cached_text_ms': cached_ms,
+      'speedup_cached_vs_torch': result['torch_ms'] / cached_ms,
+      'speedup_cached_vs_torch_compile': compiled_ms / cached_ms,
       'jax_pairs_per_s': 1e3 * batch / result['jax_ms'],
       'torch_pairs_per_s': 1e3 * batch / result['torch_ms'],
       'speedup_vs_torch': result['torch_ms'] / result['jax_ms'],

@@ -159,7 +159,9 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
   with nn.logical_axis_rules(tuple(config.mesh.logical_axis_rules)):
     outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
                                  batch['search'], batch['text_ids'], batch['text_mask'],
-                                 train=True, rngs={'dropout': dropout_rng})
+                                 train=True, rngs={'dropout': dropout_rng},
+                                 **({'text_features': batch['text_features']}
+                                    if 'text_features' in batch else {}))
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
@@ -286,6 +288,16 @@ def _progress(t, start):
   return tqdm.tqdm(total=t.num_steps, initial=start, unit='step', dynamic_ncols=True)
 
 
+def _text_feature_cache(config, model):
+  """cost_jax.text_cache's cache when it applies (frozen, dropout-free text encoder; one process:
+  the cache encodes host-local sentences with the state's parameters), else None."""
+  from cost_jax import text_cache
+  if not text_cache.enabled(config) or jax.process_count() > 1:
+    return None
+  logging.info('Frozen text encoder: features cached per sentence (train.cache_text)')
+  return text_cache.TextFeatureCache(config, model)
+
+
 def _save(ckpt, step, state):
   if step not in ckpt.manager.all_steps():
     ckpt.save(step, state, {'next_step': step}, int(jax.device_get(state.nonfinite_step)))
@@ -309,6 +321,7 @@ def train_and_evaluate(config, workdir, model=None):
   model = cost.COST(config.model) if model is None else model
   state, shardings, tx = create_train_state(config, model, jax.random.PRNGKey(config.seed), mesh)
   step_fn = make_train_step(config, model, tx, mesh, shardings)
+  features = _text_feature_cache(config, model)
 
   ckpt = checkpoints.Checkpointer(workdir, keep=t.keep_checkpoints)
   start = 0
@@ -334,7 +347,10 @@ def train_and_evaluate(config, workdir, model=None):
         logging.warning('config.train.max_minutes=%g reached: saving step %d.', t.max_minutes, step)
         _save(ckpt, step, state)
         break
-      state, metrics = step_fn(state, to_global(next(batches)))
+      batch = next(batches)
+      if features is not None:
+        batch = features.add_features(batch, state.params)
+      state, metrics = step_fn(state, to_global(batch))
       done = step + 1
       if bar is not None:
         bar.update(1)
