@@ -55,11 +55,13 @@ def frozen_mask(params, train_cfg):
 
 
 def scale_by_tree(multipliers):
-  """Multiplies each update leaf by the matching leaf of `multipliers` (a tree of floats)."""
+  """Multiplies each update leaf by the matching leaf of `multipliers` (a tree of floats, or a
+  function updates tree -> such a tree)."""
 
   def update(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+    mults = multipliers(updates) if callable(multipliers) else multipliers
+    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, mults), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -69,14 +71,22 @@ def make_optimizer(train_cfg, params):
 
   train.optimizer 'adamw' (DESIGN §3) or 'sgd' (plain SGD, same groups, no decay).
   """
-  parts = [optax.masked(optax.set_to_zero(), frozen_mask(params, train_cfg))]
+  parts = []
   if train_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
   if train_cfg.optimizer == 'adamw':
     parts += [optax.scale_by_adam(),
-              optax.add_decayed_weights(train_cfg.weight_decay, mask=decay_mask(params))]
+              optax.add_decayed_weights(train_cfg.weight_decay, mask=decay_mask)]
   elif train_cfg.optimizer != 'sgd':
     raise ValueError(f'config.train.optimizer={train_cfg.optimizer!r}: use adamw or sgd')
   parts += [optax.scale_by_learning_rate(learning_rate_fn(train_cfg)),
-            scale_by_tree(lr_multipliers(params, train_cfg))]
-  return optax.chain(*parts)
+            scale_by_tree(lambda updates: lr_multipliers(updates, train_cfg))]
+  trained = optax.chain(*parts)
+  frozen = frozen_mask(params, train_cfg)
+  if not any(jax.tree.leaves(frozen)):
+    return trained
+  # Frozen parameters get exactly zero updates and hold no optimiser state: their Adam moments would
+  # stay zero and their update is x0, so leaving them out changes no number (and spares the step a
+  # pass over them: 22.7M MiniLM parameters, mu and nu, in the tiny config).
+  labels = jax.tree.map(lambda f: 'frozen' if f else 'trained', frozen)
+  return optax.multi_transform({'trained': trained, 'frozen': optax.set_to_zero()}, labels)
