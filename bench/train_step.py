@@ -10,15 +10,25 @@ ids; no input pipeline): forward in train mode (dropout on, BatchNorm frozen), t
 docs/design.md §3 (weighted BCE + L1 + GIoU over positive tokens + CoA), backward, global-norm
 clipping and AdamW with the backbone and text encoder at lr x0.1 and no decay on biases, norms,
 embeddings and logit_scale.
-JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh.
+JAX: cost_jax.train.make_train_step (the trainer's own jitted, donated step) on a one-device mesh;
+timed twice when cost_jax.text_cache applies (frozen, dropout-free text encoder): the encoder run in
+the step, and the step fed the cached features as cost_jax.train feeds it ('jax_cached_text_ms').
 PyTorch: torch_reference.COST with the same initial weights, `torch_losses` (a mirror of
 cost_jax.losses, tested equal in tests/test_bench.py) and torch.optim.AdamW with the same groups.
+torch.compile: the same step with the model + loss under torch.compile (inductor; AOTAutograd compiles
+the backward too), the optimiser eager (--notorch_compile skips it; its compile time is printed).
 float32; median step time over --iters after --warmup. FLOPs of the JAX step from XLA's cost
 analysis of the compiled update (frozen parts' forward included). On a GPU the PyTorch step ends
 with torch.cuda.synchronize inside the timed region; `--precision=tf32|float32` sets both
 frameworks' float32 matmul/convolution mode alike (unset: each framework's default).
+
+Batch: --batch, else config.train.batch_size. When XLA's memory analysis of the compiled step says
+it needs more than the machine's available memory (MemAvailable, or the GPU's limit), the batch is
+scaled down to what fits (largest even batch under 80% of it), recompiled, and the output says so
+(`batch_reduced_from=` in the key=value line); --nofit_memory keeps the asked batch.
 """
 
+import math
 import os
 import time
 
@@ -36,6 +46,7 @@ from bench import common
 from bench import torch_reference
 from cost_jax import optim
 from cost_jax import sharding
+from cost_jax import text_cache
 from cost_jax import train
 from cost_jax.models import cost
 from input_pipeline import crops
@@ -47,6 +58,8 @@ def define_flags():
   flags.DEFINE_integer('batch', 0, 'Pairs per step; 0 = config.train.batch_size.')
   flags.DEFINE_integer('iters', 10, 'Timed steps (median reported).')
   flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing (after compilation).')
+  flags.DEFINE_boolean('torch_compile', True, 'Also time the step with torch.compile(model + loss).')
+  flags.DEFINE_boolean('fit_memory', True, 'Reduce the batch when the step would not fit in memory.')
   common.define_framework_flags()
 
 
@@ -171,6 +184,26 @@ def torch_train_step(reference, optimizer, scheduler, batch, token_centers, trai
   return {k: v.detach() for k, v in losses.items()}
 
 
+def torch_compiled_train_step(reference, train_cfg):
+  """torch_train_step with the model + loss under torch.compile (default inductor backend)."""
+  def loss_fn(batch, token_centers):
+    outputs, inter = reference(batch['template'], batch['search'], batch['text_ids'],
+                               batch['text_mask'])
+    return torch_losses(outputs, inter, batch, token_centers, train_cfg)
+  compiled = torch.compile(loss_fn)
+
+  def step(optimizer, scheduler, batch, token_centers):
+    optimizer.zero_grad(set_to_none=True)
+    losses = compiled(batch, token_centers)
+    losses['loss'].backward()
+    if train_cfg.grad_clip > 0:
+      torch.nn.utils.clip_grad_norm_(reference.parameters(), train_cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return {k: v.detach() for k, v in losses.items()}
+  return step
+
+
 def to_torch_batch(batch, device='cpu'):
   return {k: (torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)).to(device)
           for k, v in batch.items()}
@@ -178,21 +211,95 @@ def to_torch_batch(batch, device='cpu'):
 
 # ------------------------------------------------------------------------------ measurement
 
-def measure(config, batch_size, iters, warmup, device='cpu'):
-  """{'jax_ms', 'torch_ms', 'step_flops'} for one update of `batch_size` pairs."""
-  model = cost.COST(config.model)
-  mesh = train.create_mesh(config)
-  state, shardings, tx = train.create_train_state(config, model, jax.random.key(config.seed), mesh)
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  reference = torch_reference.load_from_flax(torch_reference.COST(config.model), variables)
-  reference = reference.train().to(device)
-  step = train.make_train_step(config, model, tx, mesh, shardings)
-  batch = random_batch(config, batch_size)
+def available_memory_bytes():
+  """Memory a step may use: the accelerator's limit, else the host's MemAvailable (None unknown)."""
+  device = jax.devices()[0]
+  if device.platform != 'cpu':
+    stats = device.memory_stats() or {}
+    return stats.get('bytes_limit')
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def step_memory_bytes(compiled):
+  """Peak bytes of a compiled step by XLA's memory analysis (arguments + outputs + temporaries,
+  minus donated aliases), or None when the backend gives none."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (not every backend implements it)
+    return None
+  if m is None:
+    return None
+  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+          - m.alias_size_in_bytes)
+
+
+def fitted_batch(batch, needed, available, state_bytes):
+  """The largest batch (even when > 1) whose step fits 80% of `available` bytes, assuming the
+  step's memory is the state plus a per-pair part; `batch` itself when it fits."""
+  budget = 0.8 * available
+  if needed <= budget:
+    return batch
+  per_pair = max(needed - state_bytes, 1) / batch
+  fit = int((budget - state_bytes) // per_pair)
+  if fit > 1:
+    fit -= fit % 2
+  return max(min(fit, batch - 1), 1)
+
+
+def _compile_step(step, state, batch, mesh, config):
   global_batch = jax.device_put(batch, sharding.batch_sharding(mesh, config.mesh))
   start = time.perf_counter()
-  step, step_flops = common.compile_with_flops(step, state, global_batch)
-  result = {'step_flops': step_flops}
-  print(f'# jax update compiled in {time.perf_counter() - start:.1f} s', flush=True)
+  compiled, flops = common.compile_with_flops(step, state, global_batch)
+  return compiled, flops, global_batch, time.perf_counter() - start
+
+
+def measure(config, batch_size, iters, warmup, device='cpu', with_torch_compile=True,
+            fit_memory=True):
+  """{'jax_ms', 'torch_ms', 'torch_compile_ms', 'step_flops', 'batch', ...} for one update.
+
+  The batch is reduced when it does not fit (fit_memory; see the module docstring): result['batch']
+  is the one measured, result['batch_reduced_from'] the one asked for.
+  """
+  model = cost.COST(config.model)
+  mesh = train.create_mesh(config)
+  start = time.perf_counter()
+  state, shardings, tx = train.create_train_state(config, model, jax.random.key(config.seed), mesh)
+  result = {'build_s': time.perf_counter() - start}
+  step = train.make_train_step(config, model, tx, mesh, shardings)
+  compiled, step_flops, global_batch, compile_s = _compile_step(
+      step, state, random_batch(config, batch_size), mesh, config)
+  needed, available = step_memory_bytes(compiled), available_memory_bytes()
+  if needed is not None:
+    result['step_memory_gb'] = needed / 2 ** 30
+  if fit_memory and needed is not None and available is not None:
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    fit = fitted_batch(batch_size, needed, available, state_bytes)
+    if fit != batch_size:
+      print(f'# batch {batch_size} needs {needed / 2 ** 30:.1f} GiB by XLA\'s memory analysis, '
+            f'{available / 2 ** 30:.1f} GiB available: measuring batch {fit} instead', flush=True)
+      result['batch_reduced_from'] = batch_size
+      batch_size = fit
+      config.train.batch_size = fit
+      step = train.make_train_step(config, model, tx, mesh, shardings)
+      compiled, step_flops, global_batch, compile_s = _compile_step(
+          step, state, random_batch(config, batch_size), mesh, config)
+  batch = random_batch(config, batch_size)
+  jitted = step
+  step = compiled
+  result.update(step_flops=step_flops, batch=batch_size, jax_compile_s=compile_s)
+  print(f'# jax state built in {result["build_s"]:.1f} s, update compiled in {compile_s:.1f} s',
+        flush=True)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  host_variables = common.to_numpy_tree(variables)  # before the step donates the state
+  reference = torch_reference.load_from_flax(torch_reference.COST(config.model), host_variables)
+  reference = reference.train().to(device)
   holder = [state]
 
   def jax_update():
@@ -201,13 +308,46 @@ def measure(config, batch_size, iters, warmup, device='cpu'):
 
   result['jax_ms'] = common.median_ms(jax_update, iters, warmup)
   print(f'# jax {result["jax_ms"]:.2f} ms/step', flush=True)
+  if text_cache.enabled(config):  # what the trainer runs: the frozen encoder's features cached
+    cached = text_cache.TextFeatureCache(config, model).add_features(batch, holder[0].params)
+    cached_step, result['cached_step_flops'], cached_batch, result['jax_cached_compile_s'] = (
+        _compile_step(jitted, holder[0], cached, mesh, config))
+
+    def jax_cached_update():
+      holder[0], metrics = cached_step(holder[0], cached_batch)
+      jax.block_until_ready(metrics)
+    result['jax_cached_ms'] = common.median_ms(jax_cached_update, iters, warmup)
+    print(f'# jax, text features cached (train.cache_text): {result["jax_cached_ms"]:.2f} ms/step',
+          flush=True)
   optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup)
   centers = torch.from_numpy(normalised_token_centers(config.model)).to(device)
   torch_batch = to_torch_batch(batch, device)
   result['torch_ms'] = common.median_ms(common.torch_synced(
       lambda: torch_train_step(reference, optimizer, scheduler, torch_batch, centers, config.train),
       device), iters, warmup)
+  print(f'# torch eager {result["torch_ms"]:.2f} ms/step', flush=True)
+  if with_torch_compile:
+    result['torch_compile_ms'], result['torch_compile_s'], result['torch_compile_error'] = (
+        torch_compiled_ms(config, host_variables, torch_batch, centers, iters, warmup, device))
+    print(f'# torch.compile {result["torch_compile_ms"]:.2f} ms/step (compiled in '
+          f'{result["torch_compile_s"]:.1f} s) {result["torch_compile_error"]}', flush=True)
   return result
+
+
+def torch_compiled_ms(config, host_variables, torch_batch, centers, iters, warmup, device):
+  """(median ms, first-call seconds, '') of the torch.compile step, or (nan, nan, reason)."""
+  try:
+    reference = torch_reference.load_from_flax(torch_reference.COST(config.model), host_variables)
+    reference = reference.train().to(device)
+    optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup + 1)
+    step = torch_compiled_train_step(reference, config.train)
+    call = common.torch_synced(lambda: step(optimizer, scheduler, torch_batch, centers), device)
+    start = time.perf_counter()
+    call()
+    compile_s = time.perf_counter() - start
+    return common.median_ms(call, iters, warmup), compile_s, ''
+  except Exception as e:  # pylint: disable=broad-except  (a missing compiler: report, keep the rest)
+    return math.nan, math.nan, f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
 
 
 def main(argv):
@@ -216,7 +356,10 @@ def main(argv):
   batch = flags.FLAGS.batch or config.train.batch_size
   config.train.batch_size = batch
   threads, device = common.setup_frameworks(flags.FLAGS)
-  result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup, device)
+  result = measure(config, batch, flags.FLAGS.iters, flags.FLAGS.warmup, device,
+                   flags.FLAGS.torch_compile, flags.FLAGS.fit_memory)
+  batch = result['batch']
+  compiled_ms = result.get('torch_compile_ms', math.nan)
   peak = common.matmul_peak_gflops(flags.FLAGS.peak_size)
   gflops = result['step_flops'] / (result['jax_ms'] * 1e-3) / 1e9
   print(f'# bench.train_step  config={flags.FLAGS["config"].config_filename}  float32 (matmul '
@@ -224,19 +367,38 @@ def main(argv):
   print(f'# machine: {common.machine_description()}')
   print(f'# threads: PyTorch {threads}, XLA CPU default pool ({os.cpu_count()} cores)')
   print('# timed: one update (train-mode forward, loss, backward, clip, AdamW) on an in-memory batch')
+  if 'batch_reduced_from' in result:
+    print(f'# batch reduced from {result["batch_reduced_from"]} to {batch} to fit in memory')
+  print(f'# first compile: jax state build {result["build_s"]:.1f} s + update compile '
+        f'{result["jax_compile_s"]:.1f} s; torch.compile first step '
+        f'{result.get("torch_compile_s", math.nan):.1f} s')
+  if result.get('torch_compile_error'):
+    print(f'# torch.compile failed: {result["torch_compile_error"]}')
   print(f'jax {result["jax_ms"]:.1f} ms/step ({1e3 * batch / result["jax_ms"]:.2f} pairs/s)  '
         f'torch eager {result["torch_ms"]:.1f} ms/step ({1e3 * batch / result["torch_ms"]:.2f} '
-        f'pairs/s)  step {result["step_flops"] / 1e9:.1f} GFLOP  {gflops:.1f} GFLOP/s = '
+        f'pairs/s)  torch.compile {compiled_ms:.1f} ms/step  step {result["step_flops"] / 1e9:.1f} GFLOP  {gflops:.1f} GFLOP/s = '
         f'{gflops / peak:.1%} of the {peak:.1f} GFLOP/s matmul peak')
+  cached_ms = result.get('jax_cached_ms', math.nan)
+  print(f'jax with cached text features (what cost_jax.train runs when train.cache_text applies): '
+        f'{cached_ms:.1f} ms/step  = {result["torch_ms"] / cached_ms:.2f}x eager, '
+        f'{compiled_ms / cached_ms:.2f}x torch.compile (PyTorch runs its encoder every step)')
   print(common.format_key_values({
+      'jax_cached_text_ms': cached_ms,
+      'speedup_cached_vs_torch': result['torch_ms'] / cached_ms,
+      'speedup_cached_vs_torch_compile': compiled_ms / cached_ms,
       'jax_pairs_per_s': 1e3 * batch / result['jax_ms'],
       'torch_pairs_per_s': 1e3 * batch / result['torch_ms'],
       'speedup_vs_torch': result['torch_ms'] / result['jax_ms'],
-      'jax_ms': result['jax_ms'], 'torch_ms': result['torch_ms'],
+      'speedup_vs_torch_compile': compiled_ms / result['jax_ms'],
+      'jax_ms': result['jax_ms'], 'torch_ms': result['torch_ms'], 'torch_compile_ms': compiled_ms,
+      'jax_compile_s': result['jax_compile_s'], 'build_s': result['build_s'],
+      'torch_compile_s': result.get('torch_compile_s', math.nan),
       'step_gflop': result['step_flops'] / 1e9, 'peak_fraction': gflops / peak,
       'peak_gflops': peak, 'torch_matmul_gflops': common.torch_matmul_peak_gflops(
           flags.FLAGS.peak_size, device=device), 'batch': batch, 'threads': threads,
-      'precision': flags.FLAGS.precision or 'default', 'torch_device': device.type}))
+      'precision': flags.FLAGS.precision or 'default', 'torch_device': device.type,
+      **({'batch_reduced_from': result['batch_reduced_from']} if 'batch_reduced_from' in result
+         else {})}))
 
 
 if __name__ == '__main__':

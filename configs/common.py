@@ -122,7 +122,12 @@ def base_config():
   t.lr_milestones = ()
   t.lr_decay = 0.1
   t.grad_clip = 0.1
+  # The text encoder never changes (optim.frozen_mask: no optimiser state, zero updates, and the
+  # step takes no gradient through it).
   t.freeze_text = False
+  # With freeze_text and text dropout 0: the encoder's features cached per sentence on the host
+  # (cost_jax.text_cache), so the step skips the encoder (the same loss and updates).
+  t.cache_text = True
   t.neg_weight = 0.0625
   t.w_cls = 8.334
   t.w_l1 = 5.0

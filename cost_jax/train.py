@@ -155,7 +155,9 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
   """-> (total loss, {'cls', 'l1', 'giou', 'coa', 'loss'}) over the global batch."""
   outputs, inter = model.apply({'params': params, 'batch_stats': batch_stats}, batch['template'],
                                batch['search'], batch['text_ids'], batch['text_mask'],
-                               train=True, rngs={'dropout': dropout_rng})
+                               train=True, rngs={'dropout': dropout_rng},
+                               **({'text_features': batch['text_features']}
+                                  if 'text_features' in batch else {}))
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
@@ -175,12 +177,11 @@ def _all_finite(*trees):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
 
 
-def frozen_text(params, train_cfg):
-  """With train.freeze_text, the text encoder's parameters enter the loss as constants: XLA then
-  skips the encoder's backward pass (its gradient is zero anyway; the optimiser also masks it)."""
-  if not train_cfg.freeze_text or 'text_encoder' not in params:
-    return params
-  return {**params, 'text_encoder': jax.lax.stop_gradient(params['text_encoder'])}
+def without_frozen_gradients(params, train_cfg):
+  """params with the frozen ones (optim.frozen_mask) as constants of the loss: XLA then skips their
+  backward pass (the optimiser gives them zero updates whatever their gradient)."""
+  frozen = optim.frozen_mask(params, train_cfg)
+  return jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
 
 
 def language_inputs(batch, rng, train_cfg, blank_template, empty_text):
@@ -221,8 +222,8 @@ def train_step(state, batch, *, model, tx, config, token_centers, coa_fn, blank_
   dropout_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
   batch = language_inputs(batch, jax.random.fold_in(dropout_rng, 1), config.train, blank_template,
                           empty_text)
-  loss_fn = lambda p: compute_losses(frozen_text(p, config.train), state.batch_stats, batch,
-                                     dropout_rng, model=model, config=config,
+  loss_fn = lambda p: compute_losses(without_frozen_gradients(p, config.train), state.batch_stats,
+                                     batch, dropout_rng, model=model, config=config,
                                      token_centers=token_centers, coa_fn=coa_fn)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if config.train.force_nan_at_step >= 0:  # testing the NaN guard
@@ -281,6 +282,18 @@ def _progress(t, start):
   return tqdm.tqdm(total=t.num_steps, initial=start, unit='step', dynamic_ncols=True)
 
 
+def _text_feature_cache(config, model):
+  """cost_jax.text_cache's cache when it applies (frozen, dropout-free text encoder; a model with
+  COST's text_encoder_features and text_features=; one process: the cache encodes host-local
+  sentences with the state's parameters), else None."""
+  from cost_jax import text_cache
+  if (not text_cache.enabled(config) or not hasattr(model, 'text_encoder_features')
+      or jax.process_count() > 1):
+    return None
+  logging.info('Frozen text encoder: features cached per sentence (train.cache_text)')
+  return text_cache.TextFeatureCache(config, model)
+
+
 def _save(ckpt, step, state):
   if step not in ckpt.manager.all_steps():
     ckpt.save(step, state, {'next_step': step}, int(jax.device_get(state.nonfinite_step)))
@@ -321,6 +334,7 @@ def _train(config, workdir, model):
   model = cost.COST(config.model) if model is None else model
   state, shardings, tx = create_train_state(config, model, jax.random.PRNGKey(config.seed), mesh)
   step_fn = make_train_step(config, model, tx, mesh, shardings)
+  features = _text_feature_cache(config, model)
 
   ckpt = checkpoints.Checkpointer(workdir, keep=t.keep_checkpoints)
   start = 0
@@ -354,6 +368,8 @@ def _train(config, workdir, model):
         logging.warning('Preempted while waiting for input: saving step %d and exiting.', step)
         _save(ckpt, step, state)
         break
+      if features is not None:
+        batch = features.add_features(batch, state.params)
       state, metrics = step_fn(state, to_global(batch))
       done = step + 1
       if bar is not None:

@@ -131,13 +131,15 @@ def test_torch_optimizer_groups_match_optax_groups():
                 jax.tree_util.tree_flatten_with_path(optim.decay_mask(params))[0]}
   flat_mult = {'params/' + '/'.join(str(p.key) for p in path): v for path, v in
                jax.tree_util.tree_flatten_with_path(optim.lr_multipliers(params, config.train))[0]}
+  flat_frozen = {'params/' + '/'.join(str(p.key) for p in path): v for path, v in
+                 jax.tree_util.tree_flatten_with_path(optim.frozen_mask(params, config.train))[0]}
   rules = torch_reference.flax_name_rules(config.model)
   group_of = {id(p): g for g in optimizer.param_groups for p in g['params']}
   checked = 0
   for name, param in reference.named_parameters():
     flax_name, _ = torch_reference._flax_name(name, rules)
-    if not param.requires_grad:  # frozen (train.freeze_text): no group here, lr x0 in optax
-      assert id(param) not in group_of and flat_mult[flax_name] == 0.0, name
+    if not param.requires_grad:  # frozen (train.freeze_text): no group here, frozen in optax
+      assert id(param) not in group_of and flat_frozen[flax_name], name
       checked += 1
       continue
     group = group_of[id(param)]

@@ -79,6 +79,10 @@ class COST(nn.Module):
   def _object_coa(self):
     return self.cfg.coa.get('mode', 'global') == 'object'
 
+  def text_encoder_features(self, text_ids, text_mask):
+    """The text encoder's output [B, L, H] in eval mode (what `text_features` takes)."""
+    return self.text_encoder(text_ids, text_mask, deterministic=True)[0]
+
   def encode_text(self, text_ids, text_mask):
     """int32 [B, L] ids and mask -> {'text_tokens': [B, L, d], 'text_mask': [B, L]} (eval mode),
     plus 'text_embed' [B, c] (CoA's sentence embedding) when coa.mode is 'object'."""
@@ -126,11 +130,20 @@ class COST(nn.Module):
     return self._fuse_and_predict(visual, text_cache['text_tokens'], text_cache['text_mask'],
                                   True, False, sentence_map)[0]
 
-  def __call__(self, template, search, text_ids, text_mask, train=False, return_attention=False):
-    """The training/eval forward pass -> (outputs, intermediates); see the module docstring."""
+  def __call__(self, template, search, text_ids, text_mask, train=False, return_attention=False,
+               text_features=None):
+    """The training/eval forward pass -> (outputs, intermediates); see the module docstring.
+
+    text_features: the text encoder's output [B, L, H] for text_ids when already computed (a frozen
+    encoder's, cost_jax.text_cache); the encoder then does not run.
+    """
     deterministic = not train
     template_map = self.encode_template(template)['template_map']
-    features, text_tokens = self._text_features(text_ids, text_mask, deterministic)
+    if text_features is None:
+      features, text_tokens = self._text_features(text_ids, text_mask, deterministic)
+    else:
+      features = text_features.astype(DTYPES[self.cfg.dtype])
+      text_tokens = self.text_proj(features)
     visual, token_embed = self._visual_tokens(template_map, search, deterministic)
     coa_visual, coa_text, logit_scale = self.coa(visual, features, text_mask)
     sentence_map = None
