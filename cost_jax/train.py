@@ -408,7 +408,7 @@ def main(argv):
   except (common.ConfigError, workdir_lib.InUseError, workdir_lib.ConfigMismatch,
           checkpoints.MismatchError) as e:
     raise cli.UsageError(str(e)) from None
-  except checkpoints.NonFiniteError as e:  # not a usage mistake: one line, exit status 1
+  except (checkpoints.NonFiniteError, checkpoints.SaveError) as e:  # one line, exit status 1
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
   except _data_errors() as e:  # evaluated only when an error got this far

@@ -3,6 +3,7 @@ config's model when given one (cost_jax.track turns a mismatch into one usage li
 
 import os
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -91,3 +92,39 @@ def test_result_paths_have_one_layout():
   assert results_io.result_file(folder, 'airplane-1') == os.path.join(folder, 'airplane-1.txt')
   assert results_io.result_path('res', 'cost', 'lasot', 'airplane-1') == os.path.join(
       'res', 'cost', 'lasot', 'airplane-1.txt')
+
+
+@pytest.mark.parametrize('how', ['truncated file', 'garbled metadata', 'empty folder'])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(saved, tmp_path, how):
+  """What track, export and visualize read: step 5 damaged -> step 3's variables, one line naming
+  step 5, and step 5 left where it is (a reader moves nothing); all damaged -> FileNotFoundError.
+  Garbled metadata (the trainer's JSON item) leaves the variables readable: step 5's are used."""
+  from tests.test_train_faults import damage
+  source, config, variables = saved
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(source, workdir)
+  newer = jax.tree.map(lambda x: x + 1, dict(variables))
+  state = {'step': jnp.asarray(5, jnp.int32), **newer,
+           'opt_state': optax.adamw(1e-3).init(newer['params']),
+           'nonfinite_step': jnp.asarray(-1, jnp.int32)}
+  ckpt = checkpoints.Checkpointer(workdir, async_save=False)
+  ckpt.save(5, state, {'next_step': 5}, -1)
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, checkpoints.restore_variables(workdir, config),
+               newer)
+  step_dir = os.path.join(checkpoints.checkpoint_dir(workdir), '5')
+  damage(step_dir, how)
+  lines = []
+  restored = checkpoints.restore_variables(workdir, config, echo=lines.append)
+  if how == 'garbled metadata':
+    jax.tree.map(np.testing.assert_array_equal, restored, newer)
+    assert not lines
+    return
+  jax.tree.map(np.testing.assert_array_equal, restored, dict(variables))
+  assert len(lines) == 1 and lines[0].startswith('checkpoint step 5 in ') and \
+      lines[0].endswith('trying an older one') and '\n' not in lines[0], lines
+  assert os.path.isdir(step_dir)
+  damage(os.path.join(checkpoints.checkpoint_dir(workdir), '3'), how)
+  with pytest.raises(FileNotFoundError,
+                     match=r'No readable checkpoint .*\(steps 5, 3 are all unreadable\)'):
+    checkpoints.restore_variables(workdir, config, echo=lines.append)

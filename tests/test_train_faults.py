@@ -42,7 +42,7 @@ if args.get('stall_from') is not None:  # from this example on the input never r
 try:
   state = train.train_and_checkpoint(config, args['workdir'], model=StubCOST(config.model))
   print(json.dumps({'step': int(state.step)}))
-except (workdir.InUseError, workdir.ConfigMismatch, stream.DataError) as e:
+except (workdir.InUseError, workdir.ConfigMismatch, stream.DataError, checkpoints.SaveError) as e:
   print(json.dumps({'error': f'{type(e).__name__}: {e}'}))
 """
 
@@ -265,6 +265,40 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, data, trained, how):
   assert [m['loss'] for m in rows[6:8]] == [m['loss'] for m in first[4:6]]  # bit-identical resume
   from cost_jax import checkpoints
   assert sorted(checkpoints.Checkpointer(work).manager.all_steps()) == [4, 6, 8]
+
+
+# ------------------------------------------------------------------ 9: a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 3 MB tmpfs (room for the stub model's first checkpoint, not its second); skipped where this
+  process may not mount one."""
+  folder = tmp_path / 'disk'
+  folder.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', str(folder)],
+                           capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f'cannot mount a small tmpfs here: {mounted.stderr.strip()}')
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', '-l', str(folder)], check=False)
+
+
+def test_a_full_disk_ends_training_with_one_error_and_keeps_the_last_checkpoint(small_disk,
+                                                                                 data):
+  """No space for checkpoint 4: SaveError naming the step, the directory, the OS's reason and the
+  newest complete checkpoint (cost_jax.train prints it as its one line, exit 1), no traceback
+  (there was one per tensor), and step 2 restores."""
+  work = small_disk / 'w'
+  out, err = run_train(work, data, dict(num_steps=8, log_every=1, checkpoint_every=2))
+  assert re.fullmatch(rf"SaveError: writing checkpoint step 4 to {re.escape(str(work))}/checkpoints "
+                      r"failed \(.+No space left on device.*\); step 2 is the newest complete one",
+                      out['error']), out
+  assert 'Traceback' not in err, err[err.find('Traceback'):][:4000]
+  assert 'exception was never retrieved' not in err
+  from cost_jax import checkpoints
+  assert checkpoints.restore_variables(str(work))['params']
 
 
 # ------------------------------------------------------------------ 5: two trainers, one workdir
