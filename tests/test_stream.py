@@ -9,55 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import cost_tiny
 from input_pipeline import crops
 from input_pipeline import sequence as sequence_lib
 from input_pipeline import stream as stream_lib
-
-SENTENCES = ('red square moving left', 'small blue circle near the tree', 'green kite in the sky')
-
-
-def write_sequence(root, name, frames=10, size=(96, 72), seed=0, fmt='JPEG', sentence=None):
-  """A textured video with a moving bright square; returns its Sequence (dataset 'fixture')."""
-  rng = np.random.default_rng(seed)
-  folder = os.path.join(root, name)
-  os.makedirs(folder, exist_ok=True)
-  w, h = size
-  coarse = rng.integers(40, 200, (h // 8 + 1, w // 8 + 1, 1)) + rng.integers(0, 20, (h // 8 + 1, w // 8 + 1, 3))
-  background = np.kron(coarse, np.ones((8, 8, 1)))[:h, :w].astype(np.uint8)
-  paths, boxes = [], []
-  for i in range(frames):
-    x, y = 20 + 2 * i + int(rng.integers(0, 3)), 15 + i
-    bw, bh = 10 + i % 3, 7
-    frame = background.copy()
-    frame[y:y + bh, x:x + bw] = (250, 30, 30)
-    path = os.path.join(folder, f'{i + 1:08d}.' + ('jpg' if fmt == 'JPEG' else 'png'))
-    Image.fromarray(frame).save(path, fmt, **({'quality': 90} if fmt == 'JPEG' else {}))
-    paths.append(path)
-    boxes.append((x, y, bw, bh))
-  return sequence_lib.Sequence(
-      name=name, dataset='fixture', frames=paths, boxes=np.array(boxes, np.float64),
-      visible=np.ones(frames, bool), sentence=SENTENCES[seed % 3] if sentence is None else sentence)
-
-
-def small_config(batch=4, **data):
-  config = cost_tiny.get_config()
-  config.model.template_size = 32
-  config.model.search_size = 48
-  config.train.batch_size = batch
-  config.data.weights = {'a': 1.0, 'b': 1.0}
-  config.data.max_gap = 4
-  config.data.num_parallel_calls = 2
-  for k, v in data.items():
-    config.data[k] = v
-  return config
-
-
-def write_fixture(root):
-  """Two small 'datasets' (JPEG and PNG frames) in root; returns sequences_by_dataset."""
-  return {'a': [write_sequence(root, f'a{i}', seed=i) for i in range(3)],
-          'b': [write_sequence(root, 'b0', seed=7, fmt='PNG'), write_sequence(root, 'b1', seed=8)]}
-
+from tests.test_plan import small_config  # noqa: F401  (test_tfds, test_check use it from here)
+from tests.test_plan import write_fixture
+from tests.test_plan import write_sequence
 
 @pytest.fixture(scope='module')
 def fixture_data(tmp_path_factory):
@@ -309,17 +266,6 @@ def test_to_global_single_device(stream):
   arrays = stream_lib.to_global(batch, mesh, jax.sharding.PartitionSpec('data'))
   for k in batch:
     np.testing.assert_array_equal(np.asarray(arrays[k]), batch[k])
-
-
-@pytest.mark.parametrize('fmt', ['JPEG', 'PNG', 'BMP'])
-def test_image_size_from_header(fmt):
-  for size, mode in (((37, 21), 'RGB'), ((5, 300), 'L')):
-    buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, fmt)
-    assert stream_lib.image_size(buffer.getvalue()) == size
-  for bad in (b'', b'\xff\xd8\xff', b'\xff\xd8\xff\xda\x00\x02', b'not an image'):
-    with pytest.raises(ValueError):
-      stream_lib.image_size(bad)
 
 
 def test_to_global_on_eight_fake_devices():
