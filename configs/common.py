@@ -144,7 +144,6 @@ def base_config():
   t.template_drop = 0.0
   t.template_grey = 0.0  # a share of templates in grey (search crops keep their colour)
   t.empty_sentences = False
-  t.force_nan_at_step = -1  # testing: inject NaN into the loss at this step
   t.optimizer = 'adamw'  # 'adamw' | 'sgd' (plain SGD: sharding-parity tests)
   t.max_minutes = 0.0  # > 0: save and stop after this much training time (rerun to continue)
   t.progress_bar = False  # a tqdm bar over the steps (process 0) beside the log lines

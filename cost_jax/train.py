@@ -158,6 +158,14 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
                                train=True, rngs={'dropout': dropout_rng},
                                **({'text_features': batch['text_features']}
                                   if 'text_features' in batch else {}))
+  total, parts = loss_of_outputs(outputs, inter, batch, config=config,
+                                 token_centers=token_centers, coa_fn=coa_fn)
+  return total, {**parts, 'loss': total}
+
+
+def loss_of_outputs(outputs, inter, batch, *, config, token_centers, coa_fn):
+  """The model's (outputs, inter) on `batch` -> (total loss, {'cls', 'loc', 'l1', 'giou', 'coa'[,
+  'ground']}): the detection losses, CoA and, in coa.mode 'object', the grounding loss."""
   parts = losses.detection_losses(outputs, batch['search_box'], token_centers,
                                   config.train.neg_weight)
   coa_visual = inter['coa_visual']
@@ -169,8 +177,7 @@ def compute_losses(params, batch_stats, batch, dropout_rng, *, model, config, to
                                             coa.has_sentence(batch['text_mask']))
   parts['coa'] = coa_fn(coa_visual, inter['coa_text'], inter['logit_scale'],
                         batch['text_key'], batch['sequence_key'])
-  total = losses.total_loss(parts, config.train)
-  return total, {**parts, 'loss': total}
+  return losses.total_loss(parts, config.train), parts
 
 
 def _all_finite(*trees):
@@ -225,11 +232,7 @@ def train_step(state, batch, *, model, tx, config, token_centers, coa_fn, blank_
   loss_fn = lambda p: compute_losses(without_frozen_gradients(p, config.train), state.batch_stats,
                                      batch, dropout_rng, model=model, config=config,
                                      token_centers=token_centers, coa_fn=coa_fn)
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  if config.train.force_nan_at_step >= 0:  # testing the NaN guard
-    nan = jnp.where(state.step == config.train.force_nan_at_step, jnp.nan, 0.0)
-    grads = jax.tree.map(lambda g: g + nan, grads)
-    metrics['loss'] = loss + nan
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   finite = _all_finite(metrics['loss'], grads)

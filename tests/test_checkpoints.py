@@ -1,5 +1,5 @@
 """Checkpoints through the training loop: resume after SIGTERM is bit-identical to a straight run,
-a forced NaN stops the run naming the step with the last checkpoint intact, restore_variables.
+a NaN (injected through one batch's boxes) stops the run naming the step with the last checkpoint intact, restore_variables.
 
 Each run is a fresh process (tests.test_coa_sharded.run_with_devices) of train_and_checkpoint with the
 stub model of tests.test_train on a small synthetic LaSOT-layout set.
@@ -24,12 +24,15 @@ config = tiny_config(batch_size=args.get('batch_size', 4), pretrained_vocab=True
 config.data.roots.synthetic = args['data']
 config.train.update(args['train'])
 config.mesh.shape = tuple(args.get('mesh', (-1, 1)))
-if args.get('sigterm_at') is not None:  # a real SIGTERM while the batch of that step is read
+if args.get('sigterm_at') is not None or args.get('nan_at') is not None:
+  import numpy as np
   original = stream.PairStream.iterate
-  def iterate(self, start_step=0):
-    for step, batch in enumerate(original(self, start_step), start_step):
-      if step == args['sigterm_at']:
+  def iterate(self, start_step=0, **kwargs):
+    for step, batch in enumerate(original(self, start_step, **kwargs), start_step):
+      if step == args.get('sigterm_at'):  # a real SIGTERM while the batch of that step is read
         os.kill(os.getpid(), signal.SIGTERM)
+      if step == args.get('nan_at'):  # the NaN guard's test: this step's boxes are NaN
+        batch = dict(batch, search_box=np.full_like(batch['search_box'], np.nan))
       yield batch
   stream.PairStream.iterate = iterate
 if args.get('coordinator'):
@@ -84,8 +87,8 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, synthetic_root):
 
 
 def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, synthetic_root):
-  train_cfg = dict(num_steps=6, log_every=3, checkpoint_every=2, force_nan_at_step=3)
-  out = train_run(tmp_path, synthetic_root, train_cfg)
+  train_cfg = dict(num_steps=6, log_every=3, checkpoint_every=2)
+  out = train_run(tmp_path, synthetic_root, train_cfg, nan_at=3)
   # The update from state.step 3 is the 4th: the log's "step 4"; checkpoint 2 exists.
   assert 'not finite at step 4;' in out['error'], out
   assert out['error'].endswith('(the last checkpoint, step 2, is intact).'), out
@@ -101,8 +104,8 @@ def test_forced_nan_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path, sy
 
 
 def test_nan_before_any_checkpoint_says_so_and_numbers_steps_as_the_log(tmp_path, synthetic_root):
-  train_cfg = dict(num_steps=6, log_every=1, checkpoint_every=100, force_nan_at_step=2)
-  out = train_run(tmp_path, synthetic_root, train_cfg)
+  train_cfg = dict(num_steps=6, log_every=1, checkpoint_every=100)
+  out = train_run(tmp_path, synthetic_root, train_cfg, nan_at=2)
   logged = read_metrics(tmp_path)
   assert [m['step'] for m in logged] == [1, 2] and all(m['all_finite'] == 1.0 for m in logged)
   assert out['error'] == ('Loss or gradients are not finite at step 3; stopping without saving '
