@@ -247,9 +247,38 @@ def image_wh(frame):
   return np.array([frame.shape[1], frame.shape[0]], np.float32)
 
 
+class _SlotTracker:
+  """What Tracker and BatchedEvaluator share: config's model as SlotFunctions, the variables, the
+  tokenizer, the jitted slot initialisation and the sentence-only start (built when first asked)."""
+
+  def __init__(self, config, variables, tokenizer, model, use_language):
+    from cost_jax.models import cost  # the network is only needed where the tracker runs
+    self.fns = SlotFunctions(config, model or cost.COST(config.model))
+    self.config = config
+    self.variables = variables
+    self.tokenizer = tokenizer
+    self.use_language = use_language
+    self._init = jax.jit(self.fns.init_slot)
+    self._grounder = None
+
+  def _encode(self, sentence):
+    """(ids, mask) of the sentence, or of the empty one when use_language=False."""
+    return self.tokenizer.encode(sentence if self.use_language else '')
+
+  def grounder(self):
+    """cost_jax.grounding.Grounder over this tracker's model and variables (ValueError when
+    use_language=False: a sentence-only start needs the sentence)."""
+    if not self.use_language:
+      raise ValueError('a sentence-only start needs the sentence (use_language=False)')
+    if self._grounder is None:
+      from cost_jax import grounding
+      self._grounder = grounding.Grounder(self.fns, self.variables, self.tokenizer)
+    return self._grounder
+
+
 # ---------------------------------------------------------------- one sequence
 
-class Tracker:
+class Tracker(_SlotTracker):
   """pytracking-style tracker for one sequence at a time.
 
     tracker = Tracker(config, variables, tokenizer)
@@ -258,23 +287,17 @@ class Tracker:
   """
 
   def __init__(self, config, variables, tokenizer, model=None, use_language=True):
-    from cost_jax.models import cost  # the network is only needed where the tracker runs
-    self.fns = SlotFunctions(config, model or cost.COST(config.model))
-    self.variables = variables
-    self.tokenizer = tokenizer
-    self.use_language = use_language
-    self._init = jax.jit(self.fns.init_slot)
+    super().__init__(config, variables, tokenizer, model, use_language)
     self._step = jax.jit(self.fns.step_slot)
     self.state = None
-    self._grounder = None  # built on the first sentence-only start
 
   def _pad(self, frame):
     """Frames are zero-padded to a multiple of track.pad_multiple: one compilation serves many sizes."""
-    return pad_frame(frame, padded_shape([frame.shape], self.fns.config.track.pad_multiple))
+    return pad_frame(frame, padded_shape([frame.shape], self.config.track.pad_multiple))
 
   def initialize(self, frame, box, sentence=''):
     """frame uint8 [H, W, 3], box (x, y, w, h) px, sentence str -> {'target_bbox': box}."""
-    ids, mask = self.tokenizer.encode(sentence if self.use_language else '')
+    ids, mask = self._encode(sentence)
     self.state = self._init(self.variables, self._pad(frame), image_wh(frame),
                             np.asarray(box, np.float32), ids, mask)
     return {'target_bbox': [float(v) for v in box]}
@@ -289,12 +312,7 @@ class Tracker:
     """Sentence-only start (cost_jax.grounding): frame uint8 [H, W, 3] -> {'target_bbox': [x, y, w, h]
     px, 'score': its windowed score, 'windows': how many windows were searched}. Pass the box to
     `initialize` to start the track from it."""
-    from cost_jax import grounding
-    if not self.use_language:
-      raise ValueError('a sentence-only start needs the sentence (this tracker has use_language=False)')
-    if self._grounder is None:
-      self._grounder = grounding.Grounder(self.fns, self.variables, self.tokenizer)
-    found = self._grounder.ground(frame, sentence)
+    found = self.grounder().ground(frame, sentence)
     return {'target_bbox': [float(v) for v in found.box], 'score': found.score,
             'windows': found.num_windows}
 
@@ -318,7 +336,7 @@ def _set_slot(stacked, one, index):
   return jax.tree.map(lambda s, o: s.at[index].set(o), stacked, one)
 
 
-class BatchedEvaluator:
+class BatchedEvaluator(_SlotTracker):
   """N slots advance in lock-step under one jitted, vmapped step; a finished slot gets the next sequence.
 
   Frames of one step are zero-padded to a common shape rounded up to `config.track.pad_multiple`
@@ -337,37 +355,28 @@ class BatchedEvaluator:
 
   def __init__(self, config, variables, tokenizer, num_slots=None, model=None, use_language=True,
                load=load_frame, init='box'):
-    from cost_jax.models import cost
-    self.fns = SlotFunctions(config, model or cost.COST(config.model))
-    self.config = config
-    self.variables = variables
-    self.tokenizer = tokenizer
+    if init not in ('box', 'sentence'):
+      raise ValueError(f"init={init!r}: expected 'box' or 'sentence'")
+    super().__init__(config, variables, tokenizer, model, use_language)
     self.num_slots = num_slots or config.track.batch_slots
-    self.use_language = use_language
     self.load = load
-    self._init = jax.jit(self.fns.init_slot)
+    self.sentence_start = init == 'sentence'
+    if self.sentence_start:
+      self.grounder()  # built now: a tracker without language fails here, not at a sequence
     self._step = jax.jit(jax.vmap(self.fns.step_slot, in_axes=(None, 0, 0, 0)))
     self._set = jax.jit(_set_slot, donate_argnums=0)
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.num_slots)
-    if init not in ('box', 'sentence'):
-      raise ValueError(f"init={init!r}: expected 'box' or 'sentence'")
-    self._grounder = None
-    if init == 'sentence':
-      if not use_language:
-        raise ValueError("init='sentence' needs the sentence (use_language=False)")
-      from cost_jax import grounding
-      self._grounder = grounding.Grounder(self.fns, variables, tokenizer)
 
   def _start_box(self, sequence, frame):
     """Frame 0's box [4] px: the ground truth, or the sentence-only start's (init='sentence')."""
-    if self._grounder is None:
+    if not self.sentence_start:
       return np.asarray(sequence.boxes[0], np.float64)
-    return self._grounder.ground(frame, sequence.sentence).box
+    return self.grounder().ground(frame, sequence.sentence).box
 
   def _start_frame(self, sequence):
     """Frame 0, or StartError: with init='box' its ground-truth box must be able to start a track;
     with init='sentence' only the frame must load (the ground truth is not used)."""
-    if self._grounder is None:
+    if not self.sentence_start:
       return start_frame(self.load, sequence.frames[0], sequence.boxes[0])
     frame, reason = try_load(self.load, sequence.frames[0])
     if reason:
@@ -380,7 +389,7 @@ class BatchedEvaluator:
     tic = time.perf_counter()
     frame = self._start_frame(sequence)
     shape = padded_shape([frame.shape], self.config.track.pad_multiple)
-    ids, mask = self.tokenizer.encode(sequence.sentence if self.use_language else '')
+    ids, mask = self._encode(sequence.sentence)
     box = self._start_box(sequence, frame)
     one = self._init(self.variables, pad_frame(frame, shape), image_wh(frame),
                      np.asarray(box, np.float32), ids, mask)
