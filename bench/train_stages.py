@@ -99,18 +99,8 @@ def stage_functions(model, variables, batch, config, token_centers):
 
   def loss_terms(_, acts):
     out, inter_ = acts
-    parts = losses.detection_losses(out, batch['search_box'], token_centers,
-                                    config.train.neg_weight)
-    coa_visual = inter_['coa_visual']
-    if 'coa_tokens' in inter_:
-      positives = losses.positive_tokens(token_centers, batch['search_box'])
-      coa_visual = losses.pool_target_tokens(inter_['coa_tokens'], positives)
-      parts['ground'] = losses.grounding_loss(inter_['coa_tokens'], inter_['coa_text'],
-                                              inter_['logit_scale'], positives,
-                                              coa_lib.has_sentence(batch['text_mask']))
-    parts['coa'] = coa_fn(coa_visual, inter_['coa_text'], inter_['logit_scale'],
-                          batch['text_key'], batch['sequence_key'])
-    return losses.total_loss(parts, config.train)
+    return train.loss_of_outputs(out, inter_, batch, config=config, token_centers=token_centers,
+                                 coa_fn=coa_fn)[0]
 
   loss_inter = {k: inter[k] for k in ('coa_visual', 'coa_text', 'logit_scale', 'coa_tokens')
                 if k in inter}

@@ -170,31 +170,26 @@ def torch_optimizer(reference, train_cfg, num_steps):
   return optimizer, scheduler
 
 
-def torch_train_step(reference, optimizer, scheduler, batch, token_centers, train_cfg):
-  """One PyTorch update; returns the loss dict (detached)."""
-  optimizer.zero_grad(set_to_none=True)
-  outputs, inter = reference(batch['template'], batch['search'], batch['text_ids'],
-                             batch['text_mask'])
-  losses = torch_losses(outputs, inter, batch, token_centers, train_cfg)
-  losses['loss'].backward()
-  if train_cfg.grad_clip > 0:
-    torch.nn.utils.clip_grad_norm_(reference.parameters(), train_cfg.grad_clip)
-  optimizer.step()
-  scheduler.step()
-  return {k: v.detach() for k, v in losses.items()}
-
-
-def torch_compiled_train_step(reference, train_cfg):
-  """torch_train_step with the model + loss under torch.compile (default inductor backend)."""
+def torch_loss_fn(reference, train_cfg):
+  """(batch, token_centers) -> the loss dict of `reference` on the batch (model + loss)."""
   def loss_fn(batch, token_centers):
     outputs, inter = reference(batch['template'], batch['search'], batch['text_ids'],
                                batch['text_mask'])
     return torch_losses(outputs, inter, batch, token_centers, train_cfg)
-  compiled = torch.compile(loss_fn)
+  return loss_fn
+
+
+def torch_train_step(reference, train_cfg, compile_model=False):
+  """(optimizer, scheduler, batch, token_centers) -> the loss dict (detached) of one PyTorch
+  update: the loss (under torch.compile, default inductor backend, when compile_model), backward,
+  clipping, the optimiser's and the scheduler's step."""
+  loss_fn = torch_loss_fn(reference, train_cfg)
+  if compile_model:
+    loss_fn = torch.compile(loss_fn)
 
   def step(optimizer, scheduler, batch, token_centers):
     optimizer.zero_grad(set_to_none=True)
-    losses = compiled(batch, token_centers)
+    losses = loss_fn(batch, token_centers)
     losses['loss'].backward()
     if train_cfg.grad_clip > 0:
       torch.nn.utils.clip_grad_norm_(reference.parameters(), train_cfg.grad_clip)
@@ -322,9 +317,9 @@ def measure(config, batch_size, iters, warmup, device='cpu', with_torch_compile=
   optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup)
   centers = torch.from_numpy(normalised_token_centers(config.model)).to(device)
   torch_batch = to_torch_batch(batch, device)
+  eager = torch_train_step(reference, config.train)
   result['torch_ms'] = common.median_ms(common.torch_synced(
-      lambda: torch_train_step(reference, optimizer, scheduler, torch_batch, centers, config.train),
-      device), iters, warmup)
+      lambda: eager(optimizer, scheduler, torch_batch, centers), device), iters, warmup)
   print(f'# torch eager {result["torch_ms"]:.2f} ms/step', flush=True)
   if with_torch_compile:
     result['torch_compile_ms'], result['torch_compile_s'], result['torch_compile_error'] = (
@@ -340,7 +335,7 @@ def torch_compiled_ms(config, host_variables, torch_batch, centers, iters, warmu
     reference = torch_reference.load_from_flax(torch_reference.COST(config.model), host_variables)
     reference = reference.train().to(device)
     optimizer, scheduler = torch_optimizer(reference, config.train, iters + warmup + 1)
-    step = torch_compiled_train_step(reference, config.train)
+    step = torch_train_step(reference, config.train, compile_model=True)
     call = common.torch_synced(lambda: step(optimizer, scheduler, torch_batch, centers), device)
     start = time.perf_counter()
     call()
