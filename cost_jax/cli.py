@@ -23,6 +23,18 @@ class UsageError(Exception):
   """A mistake the user can fix; the message names the problem (and the file or flag)."""
 
 
+def parse_box(values, flag='--box'):
+  """A box flag's fields (a list of strings) -> [x, y, w, h] floats, or UsageError when they are
+  not 4 numbers. Whether the box fits a frame is the tracker's check (tracker.start_frame)."""
+  try:
+    box = [float(v) for v in values]
+  except ValueError:
+    raise UsageError(f'{flag}={",".join(values)}: not numbers (expected x,y,w,h px)') from None
+  if len(box) != 4:
+    raise UsageError(f'{flag}={",".join(values)}: {len(box)} numbers, expected 4 (x,y,w,h px)')
+  return box
+
+
 def fail(message):
   """Prints `error: message` on stderr and exits with code 2."""
   print(f'error: {message}', file=sys.stderr, flush=True)

@@ -106,24 +106,13 @@ def define_flags():
   flags.mark_flags_as_required(['dir', 'frames', 'box'])
 
 
-def parse_box(values):
-  """--box's fields -> [x, y, w, h] floats, or cli.UsageError (checked in the frame by track_files)."""
-  try:
-    box = [float(v) for v in values]
-  except ValueError:
-    raise cli.UsageError(f'--box={",".join(values)}: not numbers (x,y,w,h px)') from None
-  if len(box) != 4:
-    raise cli.UsageError(f'--box={",".join(values)}: a box is 4 numbers x,y,w,h; got {len(box)}')
-  return box
-
-
 def main(argv):
   del argv
   f = flags.FLAGS
   paths = sorted(glob.glob(f.frames), key=frame_order)
   if not paths:
     raise cli.UsageError(f'--frames={f.frames} matches no file')
-  box = parse_box(f.box)
+  box = cli.parse_box(f.box)
   missing = [n for n in EXPORTED_FILES if not os.path.exists(os.path.join(f.dir, n))]
   if missing:
     raise cli.UsageError(f'--dir={f.dir} is not an exported tracker (no {", ".join(missing)}); '

@@ -66,16 +66,8 @@ def define_flags():
 # ---------------------------------------------------------------- arguments
 
 def parse_box(values):
-  """--box values -> [x, y, w, h] floats, or None when not given; cli.UsageError when not 4 numbers."""
-  if values is None:
-    return None
-  try:
-    box = [float(v) for v in values]
-  except ValueError:
-    raise cli.UsageError(f'--box={",".join(values)}: not numbers (expected x,y,w,h px)') from None
-  if len(box) != 4:
-    raise cli.UsageError(f'--box={",".join(values)}: {len(box)} numbers, expected 4 (x,y,w,h px)')
-  return box
+  """--box values -> [x, y, w, h] floats (cli.parse_box), or None when not given."""
+  return None if values is None else cli.parse_box(values)
 
 
 def resolve_config(config, workdir):

@@ -10,11 +10,9 @@ import sys
 import tempfile
 import textwrap
 
+from tests.xla_flags import FAST_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# Cheaper XLA:CPU compilation (3-4x faster on the tiny models; every compared path uses the same).
-FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 
 # Subprocesses that compile the same programs (restarts, reruns) share XLA's persistent cache.
