@@ -39,6 +39,15 @@ if args.get('stall_from') is not None:  # from this example on the input never r
       threading.Event().wait()
     return plan_np(self, g, first_attempt)
   stream.PairStream._plan_np = stalled
+if args.get('stall_after_steps') is not None:  # tf.data gives that many batches, then none ever
+  chunks = stream.PairStream._chunks
+  def stalled_chunks(dataset, failures):
+    for n, chunk in enumerate(chunks(dataset, failures)):
+      if n == args['stall_after_steps']:
+        print('stalled', flush=True)
+        threading.Event().wait()
+      yield chunk
+  stream.PairStream._chunks = staticmethod(stalled_chunks)
 try:
   state = train.train_and_checkpoint(config, args['workdir'], model=StubCOST(config.model))
   print(json.dumps({'step': int(state.step)}))
@@ -201,7 +210,7 @@ def test_sigterm_while_the_input_stalls_saves_and_exits(tmp_path, data):
   process exits 0 (the main thread waits in Python, where the signal handler runs)."""
   work = tmp_path / 'w'
   proc = start_train(work, data, dict(num_steps=6, log_every=1, checkpoint_every=100),
-                     stall_from=4)  # batch size 2: steps 0 and 1 train, step 2's input stalls
+                     stall_after_steps=2)  # steps 0 and 1 train, step 2's batch never comes
   try:
     wait_for(lambda: os.path.isfile(work / 'metrics.jsonl') and len(read_metrics(work)) == 2, 900,
              proc)
