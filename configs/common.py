@@ -162,6 +162,7 @@ def base_config():
   # ---------------------------------------------------------------- tracking (docs/design.md §4)
   k = config.track = ml_collections.ConfigDict()
   k.hann_weight = 0.49
+  k.score_map = 'sigmoid'  # tracker.token_scores: 'sigmoid' | 'softmax'
   k.min_size_px = 1.0
   k.size_update_rate = 1.0
   k.batch_slots = 8
@@ -205,6 +206,7 @@ CHOICES = {
     'crop.size_rule': ('transt', 'pytracking'),
     'data.source': ('raw', 'tfds'),
     'train.optimizer': ('adamw', 'sgd'),
+    'track.score_map': ('sigmoid', 'softmax'),
 }
 POSITIVE_INTS = ('model.template_size', 'model.search_size', 'model.hidden_dim', 'model.text.max_len',
                  'train.batch_size', 'train.num_steps', 'train.log_every', 'train.checkpoint_every',

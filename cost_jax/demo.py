@@ -156,13 +156,16 @@ def track_rows(config, ckpt_dir, sequences, results_dir, trained_steps, slots=No
     echo(f'track: {row} on {len(sequences)} held-out videos')
     evaluator = tracker.BatchedEvaluator(config, variables, tok, num_slots=slots, **how)
     out_dir = results_io.result_folder(results_dir, row, DATASET)
+    # What the results were tracked with: another checkpoint step or post-processing tracks again.
     stamp = os.path.join(out_dir, '.trained_steps')
-    if os.path.exists(stamp) and open(stamp).read().strip() != str(trained_steps):
-      import shutil  # results of an older checkpoint: track again
+    made_by = (f'{trained_steps} score_map={config.track.score_map} '
+               f'hann_weight={config.track.hann_weight}')
+    if os.path.exists(stamp) and open(stamp).read().strip() != made_by:
+      import shutil
       shutil.rmtree(out_dir)
     track.track_dataset(evaluator, sequences, out_dir, progress=progress)
     with open(stamp, 'w') as f:
-      f.write(str(trained_steps))
+      f.write(made_by)
   if 'static' in rows:
     static_results(sequences, results_io.result_folder(results_dir, 'static', DATASET))
 

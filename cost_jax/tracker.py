@@ -6,7 +6,8 @@ branch and the text encoder once; the caches stay on the device. `track(frame)` 
 search crop around the last box (input_pipeline.crops, the module shared with the training stream), backbone,
 visual transformer, token conv, VL transformer and heads (`COST.track_step`), then the post-processing:
 
-  score = (1 - w) * sigmoid(logit) + w * hann,  hann = outer(hanning(grid), hanning(grid)) row-major
+  score = (1 - w) * p + w * hann,  hann = outer(hanning(grid), hanning(grid)) row-major,
+          p = sigmoid(logit) or, track.score_map='softmax', exp(logit - max logit)
   box   = crop_to_box(boxes[argmax score])      (the best token's box, back to frame pixels)
   size update rate r (1 = take the new size), centre clipped to the image, w and h in
   [min_size_px, image width/height].
@@ -48,22 +49,39 @@ def hann_window(grid):
   return np.outer(h, h).reshape(-1).astype(np.float32)
 
 
-def token_scores(logits, hann, hann_weight):
-  """[T] logits, [T] window -> [T] score = (1 - w) * sigmoid(logit) + w * hann."""
-  return (1.0 - hann_weight) * jax.nn.sigmoid(logits) + hann_weight * hann
+SCORE_MAPS = ('sigmoid', 'softmax')
 
 
-def select_box(outputs, hann, hann_weight):
+def token_scores(logits, hann, hann_weight, score_map='sigmoid'):
+  """[T] logits, [T] window -> [T] score = (1 - w) * p + w * hann.
+
+  score_map 'sigmoid': p = sigmoid(logit), each token on its own (TransT's post-processing).
+  'softmax': p = exp(logit - max logit), the token softmax that the localisation loss trains, scaled
+  so the best token has 1. Sigmoids saturate: a target and a look-alike both near 1 leave the window
+  to decide, whatever the sentence said; the softmax keeps their logit difference (a look-alike
+  2 logits behind weighs e^-2 = 0.14 of the target).
+  """
+  if score_map == 'softmax':
+    p = jnp.exp(logits - jnp.max(logits))
+  elif score_map == 'sigmoid':
+    p = jax.nn.sigmoid(logits)
+  else:
+    raise ValueError(f'track.score_map must be one of {SCORE_MAPS}, got {score_map!r}')
+  return (1.0 - hann_weight) * p + hann_weight * hann
+
+
+def select_box(outputs, hann, hann_weight, score_map='sigmoid'):
   """One slot's head outputs -> (box [4] normalised cx,cy,w,h in the search crop, score scalar).
 
-  Dense head: the token with the best windowed score. Head 'obj' (boxes [1, 4], no logits): its box.
+  Dense head: the token with the best windowed score under `score_map`; the score returned is that
+  token's sigmoid-windowed score, which compares across crops (the softmax map's best is always 1;
+  grounding ranks windows by this score). Head 'obj' (boxes [1, 4], no logits): its box.
   """
   boxes = outputs['boxes']
   if 'logits' not in outputs:
     return boxes[0], jnp.ones((), boxes.dtype)
-  scores = token_scores(outputs['logits'], hann, hann_weight)
-  best = jnp.argmax(scores)
-  return boxes[best], scores[best]
+  best = jnp.argmax(token_scores(outputs['logits'], hann, hann_weight, score_map))
+  return boxes[best], token_scores(outputs['logits'][best], jnp.asarray(hann)[best], hann_weight)
 
 
 def update_box(previous, predicted, image_wh, size_update_rate, min_size_px):
@@ -147,7 +165,7 @@ class SlotFunctions:
     outputs = self.apply(variables, template_cache, text_cache, search[None],
                          method=type(self.model).track_step)
     outputs = jax.tree.map(lambda a: a[0], outputs)
-    box_norm, score = select_box(outputs, self.hann, k.hann_weight)
+    box_norm, score = select_box(outputs, self.hann, k.hann_weight, k.score_map)
     return crops.crop_to_box(box_norm, window, m.search_size).astype(jnp.float32), score
 
   def step_slot(self, variables, state, frame, image_wh):

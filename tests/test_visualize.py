@@ -59,7 +59,8 @@ def test_attention_is_computed_on_the_trackers_crops(setup):  # noqa: F811
       setup['variables'], first, tracker.image_wh(first), np.float32(seq.boxes[0]), frame,
       tracker.image_wh(frame), np.float32(seq.boxes[0]), ids, mask)
   grid = setup['config'].model.token.grid
-  box, _ = tracker.select_box(outputs, tracker.hann_window(grid), setup['config'].track.hann_weight)
+  box, _ = tracker.select_box(outputs, tracker.hann_window(grid), setup['config'].track.hann_weight,
+                             setup['config'].track.score_map)
   window = tracker.crops.crop_window(np.float32(seq.boxes[0]), 4.0, 64.0)
   predicted = tracker.update_box(seq.boxes[0], tracker.crops.crop_to_box(np.asarray(box), window),
                                  tracker.image_wh(frame), 1.0, 1.0)
