@@ -46,6 +46,28 @@ def test_select_box_window_overrides_a_stronger_edge_logit():
   np.testing.assert_array_equal(box, boxes[0])
 
 
+def test_softmax_map_keeps_the_logit_gap_that_saturated_sigmoids_lose():
+  """A look-alike at the window's centre (logit 6) and the target half a window off it (logit 9):
+  both sigmoids are within 3e-3 of 1, so the sigmoid map leaves the choice to the window (the
+  look-alike); the softmax map weighs the look-alike e^-3 of the target and keeps the target. Both
+  return the chosen token's sigmoid-windowed score."""
+  hann = tracker.hann_window(5)  # hanning(5) = 0, .5, 1, .5, 0: centre 12 -> 1, token 7 -> .5
+  boxes = np.arange(100, dtype=np.float32).reshape(25, 4) / 100
+  logits = np.full(25, -5.0, np.float32)
+  logits[12], logits[7] = 6.0, 9.0
+  sig = lambda x: 1 / (1 + np.exp(-x))
+  box, score = tracker.select_box({'logits': logits, 'boxes': boxes}, hann, 0.49, 'sigmoid')
+  np.testing.assert_array_equal(box, boxes[12])
+  np.testing.assert_allclose(score, 0.51 * sig(6.0) + 0.49, rtol=1e-6)
+  box, score = tracker.select_box({'logits': logits, 'boxes': boxes}, hann, 0.49, 'softmax')
+  np.testing.assert_array_equal(box, boxes[7])
+  np.testing.assert_allclose(score, 0.51 * sig(9.0) + 0.49 * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(tracker.token_scores(logits, hann, 0.49, 'softmax'))[[7, 12]],
+                             [0.51 + 0.245, 0.51 * np.exp(-3.0) + 0.49], rtol=1e-6)
+  with pytest.raises(ValueError, match='score_map'):
+    tracker.token_scores(logits, hann, 0.49, 'argmax')
+
+
 def test_select_box_obj_head_takes_its_one_box():
   boxes = np.array([[0.5, 0.4, 0.1, 0.2]], np.float32)
   box, _ = tracker.select_box({'boxes': boxes}, tracker.hann_window(20), 0.49)
