@@ -44,35 +44,27 @@ def validation_sequences(workdir):
 
 
 def run(workdir, seeds, variants, score_maps, hann_weights, echo=print):
-  """{row '<variant>/seed<s>/<map>/<w>': {subset: AUC}}, also written to <workdir>/tune_tracking.json."""
-  from cost_jax import checkpoints
-  from cost_jax import track
-  from cost_jax import tracker
-  from cost_jax.evaluation import benchmark
-  from cost_jax.evaluation import results_io
-  from input_pipeline import tokenize
+  """{row '<variant>/seed<s>/<map>/<w>': {subset: AUC}}, also written to <workdir>/tune_tracking.json.
+
+  Tracking and scoring are the demo's (demo.track_rows, demo.results_table): `full` as its
+  `cost_tiny` row (with the sentence), `no_language` as its `no_language` row (without)."""
   sequences = validation_sequences(workdir)
-  subsets = demo.subset_names(sequences)
   table = {}
   for variant, seed in itertools.product(variants, seeds):
     ckpt = os.path.join(workdir, variant, f'seed{seed}', 'train')
+    demo_row = 'cost_tiny' if variant == 'full' else 'no_language'
     for score_map, weight in itertools.product(score_maps, hann_weights):
       tic = time.time()
       config = demo.demo_config(os.path.join(workdir, 'data', 'train'), None, 0.0, False, {
           **TRAINING[variant], 'seed': int(seed), 'track.score_map': score_map,
           'track.hann_weight': float(weight)})
-      variables = checkpoints.restore_variables(ckpt, config)
-      evaluator = tracker.BatchedEvaluator(config, variables, tokenize.tokenizer_for(config.model),
-                                           use_language=variant != 'no_language')
-      row = f'{variant}_seed{seed}_{score_map}_{weight}'
-      results = os.path.join(workdir, 'tune_tracking')
-      track.track_dataset(evaluator, sequences, results_io.result_folder(results, row, demo.DATASET),
-                          progress=False, overwrite=True, echo=lambda *a: None)
-      scored = benchmark.score_trackers(sequences, results, [row], demo.DATASET, demo.PROTOCOL)
-      table[f'{variant}/seed{seed}/{score_map}/{weight}'] = {
-          column: round(benchmark.tracker_metrics(scored[row], demo.PROTOCOL, names)['auc'], 3)
-          for column, names in subsets.items()}
-      aucs = ', '.join(f'{c} {a:.3f}' for c, a in table[f'{variant}/seed{seed}/{score_map}/{weight}'].items())
+      key = f'{variant}/seed{seed}/{score_map}/{weight}'
+      results = os.path.join(workdir, 'tune_tracking', key.replace('/', '_'))
+      demo.track_rows(config, ckpt, sequences, results, config.train.num_steps, progress=False,
+                      echo=lambda *a: None, rows=(demo_row,))
+      metrics = demo.results_table(sequences, results, (demo_row,))[demo_row]
+      table[key] = {column: round(m['auc'], 3) for column, m in metrics.items()}
+      aucs = ', '.join(f'{c} {a:.3f}' for c, a in table[key].items())
       echo(f'{variant} seed {seed} score_map={score_map} hann_weight={weight}: AUC {aucs}'
            f'  ({time.time() - tic:.0f} s)')
   with open(os.path.join(workdir, 'tune_tracking.json'), 'w') as f:

@@ -59,14 +59,12 @@ def define_flags():
 def run_one(workdir, variant, seed, train_dir, sequences, steps, slots=None, progress=False,
             echo=print):
   """Trains and tracks one (variant, seed) -> {table row: {subset: metrics}, 'seconds': s}."""
-  from cost_jax.evaluation import benchmark
   overrides, rows = VARIANTS[variant]
   config = demo.demo_config(train_dir, steps, 0.0, progress, {**overrides, 'seed': seed})
   run_dir = os.path.join(workdir, variant, f'seed{seed}')
   tic = time.time()
   echo(f'ablate: {variant}, seed {seed}: training {steps} steps in {run_dir}')
   trained = demo.train_model(config, os.path.join(run_dir, 'train'), echo)
-  names = demo.subset_names(sequences)
   out = {'seconds': None}
   for table_row, result_row, track_overrides in rows:
     # Rows with their own tracking settings get their own results folder.
@@ -76,12 +74,7 @@ def run_one(workdir, variant, seed, train_dir, sequences, steps, slots=None, pro
                                   {**overrides, **track_overrides, 'seed': seed})
     demo.track_rows(row_config, os.path.join(run_dir, 'train'), sequences, results_dir, trained,
                     slots, progress, echo=lambda *a: None, rows=(result_row,))
-    scored = benchmark.score_trackers(sequences, results_dir, [result_row], demo.DATASET,
-                                      demo.PROTOCOL)
-    out[table_row] = {}
-    for column, subset in names.items():
-      m = benchmark.tracker_metrics(scored[result_row], demo.PROTOCOL, subset)
-      out[table_row][column] = {k: m[k] for k in ('auc', 'precision', 'norm_precision', 'sequences')}
+    out[table_row] = demo.results_table(sequences, results_dir, (result_row,))[result_row]
   out['seconds'] = round(time.time() - tic, 1)
   return out
 
